@@ -1,0 +1,43 @@
+"""Domain exceptions, mapped to HTTP responses once in create_app."""
+
+from __future__ import annotations
+
+
+class LoadBalancerError(Exception):
+    """Base of every error the LB maps to a `{"message", "status": "failure"}` body."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NoReplicasError(LoadBalancerError):
+    """The ring is empty, or no replica on it could answer."""
+
+    status_code = 503
+
+
+class UnknownReplicaError(LoadBalancerError):
+    """A name given to /rm is not a member."""
+
+    status_code = 400
+
+
+class ReplicaExistsError(LoadBalancerError):
+    """A name given to /add is already a member."""
+
+    status_code = 409
+
+
+class InvalidRequestError(LoadBalancerError):
+    """The request is well-formed JSON but asks for something impossible."""
+
+    status_code = 400
+
+
+class ReplicaStartError(LoadBalancerError):
+    """The orchestrator could not bring a replica up (it crashed or never answered /heartbeat)."""
+
+    status_code = 502

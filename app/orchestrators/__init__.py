@@ -1,0 +1,1 @@
+"""Orchestrators start and stop replicas; the pool decides when."""

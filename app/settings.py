@@ -1,0 +1,74 @@
+"""Settings from the environment (prefix LB_), validated by pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StrategyName = Literal["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
+KeySourceName = Literal["query", "header", "cookie", "path", "client"]
+BackendName = Literal["process", "docker"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the LB; `LB_<FIELD>` in the environment overrides the default."""
+
+    model_config = SettingsConfigDict(env_prefix="LB_", env_file=".env", extra="ignore")
+
+    # Listening
+    host: str = "0.0.0.0"
+    port: int = Field(5000, ge=0, le=65535)
+
+    # Membership
+    replicas: int = Field(3, ge=0, le=256, description="replicas started at boot")
+    replica_prefix: str = Field("Server ", description="generated names: '<prefix><n>'")
+    backend: BackendName = "process"
+
+    # Hashing
+    strategy: StrategyName = "rendezvous"
+    vnodes: int = Field(160, ge=1, le=10_000, description="virtual nodes per replica (ketama)")
+    key_source: KeySourceName = "query"
+    key_name: str = Field("id", description="query parameter, header or cookie that holds the key")
+
+    # Upstream calls
+    connect_timeout: float = Field(0.5, gt=0)
+    read_timeout: float = Field(10.0, gt=0)
+    max_tries: int = Field(3, ge=1, le=16, description="replicas tried per request")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    max_idle_connections: int = Field(64, ge=0, description="idle keep-alive sockets per replica")
+
+    # Health
+    heartbeat_interval: float = Field(0.25, gt=0)
+    heartbeat_timeout: float = Field(0.3, gt=0)
+    heartbeat_jitter: float = Field(0.1, ge=0, le=1, description="fraction of the interval")
+    rise: int = Field(2, ge=1)
+    fall: int = Field(2, ge=1)
+    replacement_name: Literal["same", "new"] = "same"
+    start_timeout: float = Field(20.0, gt=0, description="seconds a new replica has to answer /heartbeat")
+    restart_backoff_max: float = Field(30.0, gt=0)
+
+    # Process backend
+    replica_host: str = "127.0.0.1"
+    replica_command: list[str] | None = Field(
+        None, description="argv that starts a replica (JSON list); default: this Python's replica_service"
+    )
+
+    # Docker backend
+    docker_image: str = "chlb-replica:latest"
+    docker_network: str = "chlb-net"
+    docker_label: str = "chlb.replica"
+    docker_remove_on_stop: bool = True
+    docker_in_container: bool = Field(
+        False, description="True when the LB itself runs in a container on docker_network"
+    )
+
+    # Voting
+    db_path: Path = Path("data/votes.sqlite3")
+    vote_options: list[str] = ["kubernetes", "docker", "helm", "prometheus"]
+
+    # Fast path: non-control requests skip FastAPI routing (same behaviour, documented route).
+    fast_path: bool = True
+    log_level: str = "info"
