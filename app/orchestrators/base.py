@@ -24,6 +24,11 @@ class Orchestrator(Protocol):
     """Starts replicas by name. Implementations must be safe to call from the event loop."""
 
     kind: str
+    name_prefix: str  # generated names are f"{name_prefix}{n}"
+
+    def check_name(self, name: str) -> None:
+        """Raise InvalidRequestError when `name` cannot name a replica on this backend."""
+        ...
 
     async def start(self, name: str) -> ReplicaHandle:
         """Start a replica called `name` and return how to reach it (it may not be serving yet)."""
