@@ -1,0 +1,1 @@
+"""Benchmarks, one module per question: `python -m bench.<name>`."""
