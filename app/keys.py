@@ -6,13 +6,13 @@ Each extractor reads the raw ASGI scope (no Request object) because it runs on e
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_plus
 
 from app.settings import KeySourceName
 
-KeyExtractor = Callable[[dict[str, Any]], "str | None"]
+KeyExtractor = Callable[[MutableMapping[str, Any]], "str | None"]
 
 
 def random_key() -> str:
@@ -32,7 +32,7 @@ def query_key(name: str) -> KeyExtractor:
     """`?<name>=<key>`; the first occurrence wins."""
     prefix = name.encode() + b"="
 
-    def extract(scope: dict[str, Any]) -> str | None:
+    def extract(scope: MutableMapping[str, Any]) -> str | None:
         qs: bytes = scope["query_string"]
         if prefix not in qs:
             return None
@@ -48,7 +48,7 @@ def header_key(name: str) -> KeyExtractor:
     """The value of request header `name` (case-insensitive)."""
     wanted = name.lower().encode()
 
-    def extract(scope: dict[str, Any]) -> str | None:
+    def extract(scope: MutableMapping[str, Any]) -> str | None:
         for header, value in scope["headers"]:
             if header == wanted:
                 return value.decode("latin-1") or None
@@ -61,7 +61,7 @@ def cookie_key(name: str) -> KeyExtractor:
     """The value of cookie `name`."""
     prefix = name + "="
 
-    def extract(scope: dict[str, Any]) -> str | None:
+    def extract(scope: MutableMapping[str, Any]) -> str | None:
         for header, value in scope["headers"]:
             if header == b"cookie":
                 for part in value.decode("latin-1").split(";"):
@@ -76,7 +76,7 @@ def cookie_key(name: str) -> KeyExtractor:
 def path_key(_: str) -> KeyExtractor:
     """The request path, so every URL sticks to one replica."""
 
-    def extract(scope: dict[str, Any]) -> str | None:
+    def extract(scope: MutableMapping[str, Any]) -> str | None:
         path: str = scope["path"]
         return path
 
@@ -86,7 +86,7 @@ def path_key(_: str) -> KeyExtractor:
 def client_key(_: str) -> KeyExtractor:
     """The client's IP address: source-IP affinity."""
 
-    def extract(scope: dict[str, Any]) -> str | None:
+    def extract(scope: MutableMapping[str, Any]) -> str | None:
         client = scope.get("client")
         return client[0] if client else None
 

@@ -24,7 +24,11 @@ class Settings(BaseSettings):
 
     # Membership
     replicas: int = Field(3, ge=0, le=256, description="replicas started at boot")
-    replica_prefix: str = Field("Server ", description="generated names: '<prefix><n>'")
+    replica_prefix: str | None = Field(
+        None,
+        description="generated names are '<prefix><n>'; default 'Server ' (process) or 'server' (docker)",
+    )
+    max_replicas: int = Field(50, ge=1, le=1024, description="upper bound on members, against runaway /add")
     backend: BackendName = "process"
 
     # Hashing

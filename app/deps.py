@@ -1,0 +1,61 @@
+"""Dependency providers: routers reach lifespan-owned resources only through these.
+
+Tests swap a provider with `app.dependency_overrides[get_strategy] = ...`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, FastAPI, Request
+
+from app.ring import HashStrategy
+from app.settings import Settings
+from app.strategies import make_strategy
+
+if TYPE_CHECKING:
+    from app.pool import ReplicaPool
+    from app.votes import VoteStore
+
+
+def get_settings(request: Request) -> Settings:
+    """The Settings object the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_strategy(request: Request) -> HashStrategy:
+    """The hash strategy in use: the one named by the settings, or a test's dependency override.
+
+    The lifespan resolves it once (see resolve_strategy) because the pool builds its rings with it.
+    """
+    strategy: HashStrategy = request.app.state.strategy
+    return strategy
+
+
+def resolve_strategy(app: FastAPI) -> HashStrategy:
+    """`app.dependency_overrides[get_strategy]` when set, else the strategy the settings name."""
+    override = app.dependency_overrides.get(get_strategy)
+    if override is not None:
+        strategy: HashStrategy = override()
+        return strategy
+    settings: Settings = app.state.settings
+    return make_strategy(settings.strategy, vnodes=settings.vnodes)
+
+
+def get_pool(request: Request) -> ReplicaPool:
+    """The replica pool: membership, health and the current routing table."""
+    pool: ReplicaPool = request.app.state.pool
+    return pool
+
+
+def get_vote_store(request: Request) -> VoteStore:
+    """The durable vote store."""
+    store: VoteStore = request.app.state.votes
+    return store
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StrategyDep = Annotated[HashStrategy, Depends(get_strategy)]
+PoolDep = Annotated["ReplicaPool", Depends(get_pool)]
+VoteStoreDep = Annotated["VoteStore", Depends(get_vote_store)]

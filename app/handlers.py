@@ -1,0 +1,52 @@
+"""Map every error to the contract's `{"message": "<Error> ...", "status": "failure"}` body, once."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import LoadBalancerError
+
+logger = logging.getLogger(__name__)
+
+
+def failure(status_code: int, message: str) -> JSONResponse:
+    """A contract error body; `message` gets the `<Error> ` prefix."""
+    return JSONResponse({"message": f"<Error> {message}", "status": "failure"}, status_code=status_code)
+
+
+def describe_validation_error(exc: RequestValidationError) -> str:
+    """One readable sentence from pydantic's error list, e.g. "body.n: Input should be ... (got 0)"."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts) if parts else "Invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain errors, validation errors, HTTP errors, the unexpected: no traceback reaches a client."""
+
+    @app.exception_handler(LoadBalancerError)
+    async def on_domain_error(request: Request, exc: LoadBalancerError) -> JSONResponse:
+        return failure(exc.status_code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = describe_validation_error(exc)
+        if "json" not in request.headers.get("content-type", "json"):
+            message += " (send the body as JSON with 'Content-Type: application/json')"
+        return failure(400, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return failure(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return failure(500, "Internal error; see the load balancer's log")

@@ -1,0 +1,101 @@
+"""The app factory: routers, error handlers, and a lifespan that owns every resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.deps import resolve_strategy
+from app.fastpath import LoadBalancerApp, ReservedPaths
+from app.handlers import install_error_handlers
+from app.heartbeat import HealthMonitor, HealthPolicy
+from app.keys import make_key_extractor
+from app.orchestrators import make_orchestrator
+from app.pool import PoolLimits, ReplicaPool
+from app.proxy import Proxy
+from app.routers import proxy as proxy_routes
+from app.routers import metrics, replicas, status
+from app.routers import votes as vote_routes
+from app.settings import Settings
+from app.votes import VoteStore
+
+DESCRIPTION = """
+Consistent-hashing HTTP load balancer. `/add`, `/rm`, `/rep` manage the replicas; every other path is
+proxied to the replica the hash ring picks for the request's key (query parameter `id` by default).
+Errors are `{"message": "<Error> ...", "status": "failure"}`.
+"""
+
+
+def pool_limits(settings: Settings) -> PoolLimits:
+    """The pool's view of the settings."""
+    return PoolLimits(
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_idle=settings.max_idle_connections,
+        heartbeat_timeout=settings.heartbeat_timeout,
+        start_timeout=settings.start_timeout,
+        max_replicas=settings.max_replicas,
+        restart_backoff_max=settings.restart_backoff_max,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
+    settings: Settings = app.state.settings
+    strategy = resolve_strategy(app)
+    pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings))
+    pool.use_new_names_for_replacements(settings.replacement_name == "new")
+    proxy = Proxy(
+        pool,
+        make_key_extractor(settings.key_source, settings.key_name),
+        max_tries=settings.max_tries,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    monitor = HealthMonitor(
+        pool,
+        HealthPolicy(
+            interval=settings.heartbeat_interval,
+            jitter=settings.heartbeat_jitter,
+            rise=settings.rise,
+            fall=settings.fall,
+        ),
+    )
+    app.state.strategy = strategy
+    app.state.pool = pool
+    app.state.proxy = proxy
+    app.state.votes = VoteStore(settings.db_path, settings.vote_options)  # early: bad options fail fast
+    try:
+        await pool.start_initial(settings.replicas)
+        monitor.start()
+        if settings.fast_path and isinstance(app, LoadBalancerApp):
+            app.fast_proxy = proxy
+        yield
+    finally:
+        if isinstance(app, LoadBalancerApp):
+            app.fast_proxy = None
+        await monitor.stop()
+        await pool.close()
+        app.state.votes.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the LB; `settings` defaults to the environment (LB_* variables)."""
+    settings = settings or Settings()
+    app = LoadBalancerApp(
+        title="Consistent-hashing load balancer", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    control_routers = [replicas.router, status.router, metrics.router, vote_routes.router]
+    for router in control_routers:
+        app.include_router(router)
+    vote_routes.mount_static(app)
+    app.include_router(proxy_routes.router)  # the catch-all: LAST
+    # FastAPI wraps included routers lazily, so read the paths from the routers themselves.
+    reserved = ReservedPaths([*app.routes, *(route for r in control_routers for route in r.routes)])
+    app.is_reserved = reserved
+    app.state.is_reserved = reserved
+    return app

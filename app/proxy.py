@@ -1,0 +1,209 @@
+"""The hot path: request key -> ring -> pooled upstream call -> response, on raw ASGI.
+
+Everything that can be decided once (key extractor, header filters, error bodies) is decided in
+__init__; per request there is one ring lookup, one upstream write and two ASGI sends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from app.errors import NoReplicasError
+from app.keys import KeyExtractor, random_key
+from app.pool import ReplicaPool
+from app.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResetError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# RFC 9110 §7.6.1: meaningful for one hop only. content-length is recomputed from the body we send.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+# Methods a proxy may repeat on another replica when the first attempt broke mid-flight (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def failure_body(message: str) -> bytes:
+    """The contract's error body, rendered once per distinct message."""
+    return json.dumps({"message": f"<Error> {message}", "status": "failure"}).encode()
+
+
+class Proxy:
+    """A raw ASGI app that forwards a request to the replica its key hashes to, with retries."""
+
+    def __init__(
+        self,
+        pool: ReplicaPool,
+        extract_key: KeyExtractor,
+        *,
+        max_tries: int = 3,
+        max_body_bytes: int = 10 * 1024 * 1024,
+    ) -> None:
+        self.pool = pool
+        self.extract_key = extract_key
+        self.max_tries = max_tries
+        self.max_body_bytes = max_body_bytes
+        self._methods: dict[str, bytes] = {}
+        self._no_replicas = failure_body("No replicas available to serve the request")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = self._methods.get(scope["method"])
+        if method is None:
+            method = self._methods.setdefault(scope["method"], scope["method"].encode("latin-1"))
+        key = self.extract_key(scope) or random_key()
+        headers, has_body = self._forward_headers(scope)
+        body = b""
+        if has_body:
+            body_or_none = await self._read_body(receive)
+            if body_or_none is None:
+                await _reply(send, 413, failure_body(f"Request body exceeds {self.max_body_bytes} bytes"))
+                return
+            body = body_or_none
+        qs: bytes = scope["query_string"]
+        target: bytes = scope.get("raw_path") or scope["path"].encode()
+        if qs:
+            target = target + b"?" + qs
+
+        table = self.pool.table
+        try:
+            name = table.ring.lookup(key)
+        except NoReplicasError:  # nothing is UP right now
+            await _reply(send, 503, self._no_replicas)
+            return
+        try:
+            response = await table.upstreams[name].request(method, target, headers, body)
+        except UpstreamError as exc:
+            retried = await self._retry(name, exc, key, method, target, headers, body, send)
+            if retried is None:
+                return
+            response = retried
+
+        if response.status == 404:
+            path = scope["path"]
+            await _reply(send, 400, failure_body(f"'{path}' endpoint does not exist in server replicas"))
+            return
+        response.headers.append((b"content-length", str(len(response.body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _retry(
+        self,
+        failed: str,
+        exc: UpstreamError,
+        key: str,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        send: Send,
+    ) -> UpstreamResponse | None:
+        """Try the next distinct replicas clockwise; reply with the error and return None if none answers."""
+        tries = 1
+        while True:
+            if isinstance(exc, UpstreamTimeout):
+                await _reply(send, 504, failure_body(f"Replica '{failed}' did not answer in time"))
+                return None
+            if isinstance(exc, UpstreamResetError) and method not in IDEMPOTENT:
+                # It may have been processed: repeating a POST elsewhere could apply it twice.
+                self.pool.report_failure(failed, "connection reset")
+                await _reply(send, 502, failure_body(f"Replica '{failed}' closed the connection mid-request"))
+                return None
+            if isinstance(exc, UpstreamConnectError | UpstreamResetError):
+                self.pool.report_failure(failed, type(exc).__name__)
+            logger.info("request to %s failed (%s); trying the next replica", failed, exc)
+            table = self.pool.table
+            candidate = None
+            if tries < self.max_tries:
+                for name in table.ring.successors(key):
+                    if name != failed:
+                        candidate = name
+                        break
+            if candidate is None:
+                await _reply(send, 503, failure_body("No replica could answer the request"))
+                return None
+            tries += 1
+            failed = candidate
+            try:
+                return await table.upstreams[candidate].request(method, target, headers, body)
+            except UpstreamError as next_exc:
+                exc = next_exc
+
+    def _forward_headers(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """Copy end-to-end headers, add X-Forwarded-For; report whether a body follows."""
+        raw: list[tuple[bytes, bytes]] = scope["headers"]
+        out: list[tuple[bytes, bytes]] = []
+        has_body = False
+        drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP
+        forwarded_for = b""
+        for name, value in raw:
+            if name in drop:
+                if name == b"content-length":
+                    has_body = value != b"0"
+                elif name == b"transfer-encoding":
+                    has_body = True
+                elif name == b"connection":
+                    # Headers the client named in Connection are hop-by-hop too.
+                    drop = HOP_BY_HOP | {t.strip().lower() for t in value.split(b",")}
+                continue
+            if name == b"x-forwarded-for":
+                forwarded_for = value
+                continue
+            out.append((name, value))
+        if drop is not HOP_BY_HOP:
+            out = [(n, v) for n, v in out if n not in drop]
+        client = scope.get("client")
+        if client:
+            ip = client[0].encode()
+            out.append((b"x-forwarded-for", forwarded_for + b", " + ip if forwarded_for else ip))
+        return out, has_body
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole request body, or None when it exceeds the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

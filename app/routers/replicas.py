@@ -1,0 +1,55 @@
+"""Control plane: /rep, /add, /rm (membership as in the contract)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import PoolDep
+from app.pool import ReplicaPool
+from app.schemas import AddRequest, Failure, Membership, MembershipResponse, RemoveRequest
+
+router = APIRouter(tags=["replicas"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": Failure, "description": "Invalid request; nothing was changed"},
+}
+
+
+def membership(pool: ReplicaPool) -> MembershipResponse:
+    """The contract's `{"message": {"N", "replicas"}, "status": "successful"}` body."""
+    names = pool.names()
+    return MembershipResponse(message=Membership(N=len(names), replicas=names))
+
+
+@router.get("/rep", response_model=MembershipResponse)
+async def list_replicas(pool: PoolDep) -> MembershipResponse:
+    """The desired members, natural-sorted (a replica being replaced is still listed)."""
+    return membership(pool)
+
+
+@router.post(
+    "/add",
+    response_model=MembershipResponse,
+    responses={
+        **_ERRORS,
+        409: {"model": Failure, "description": "A name is already in use"},
+        502: {"model": Failure, "description": "A replica could not be started; nothing was changed"},
+    },
+)
+async def add_replicas(body: AddRequest, pool: PoolDep) -> MembershipResponse:
+    """Add `n` replicas: the given `hostnames` first, generated names for the rest.
+
+    Answers after every new replica answers its /heartbeat and is on the ring. All or nothing.
+    """
+    await pool.add(body.n, body.hostnames)
+    return membership(pool)
+
+
+@router.delete("/rm", response_model=MembershipResponse, responses=_ERRORS)
+async def remove_replicas(body: RemoveRequest, pool: PoolDep) -> MembershipResponse:
+    """Remove `n` replicas: the given `hostnames` first, then the most recently added ones.
+
+    `n` larger than the number of replicas removes them all. A removed name can be added again.
+    """
+    await pool.remove(body.n, body.hostnames)
+    return membership(pool)

@@ -1,0 +1,66 @@
+"""The LB's own health and per-replica state."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from app.deps import PoolDep, SettingsDep
+from app.pool import State, natural_key
+
+
+class ReplicaStatus(BaseModel):
+    """What the LB knows about one replica."""
+
+    name: str
+    address: str | None
+    state: State
+    on_ring: bool
+    consecutive_failures: int
+    last_probe: float | None
+    restarts: int
+    failed_starts: int
+    retry_in: float | None
+    last_error: str | None
+
+
+class StatusResponse(BaseModel):
+    """Every desired replica and the hashing in use."""
+
+    strategy: str
+    replicas: list[ReplicaStatus]
+    status: str = "successful"
+
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness of the LB itself (not of the replicas)."""
+    return {"status": "successful"}
+
+
+@router.get("/status", response_model=StatusResponse)
+async def replica_status(pool: PoolDep, settings: SettingsDep) -> StatusResponse:
+    """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
+    now = time.monotonic()
+    on_ring = pool.table.upstreams
+    rows = [
+        ReplicaStatus(
+            name=m.name,
+            address=m.handle.address if m.handle else None,
+            state=m.state,
+            on_ring=m.name in on_ring,
+            consecutive_failures=m.fails,
+            last_probe=m.last_probe,
+            restarts=m.restarts,
+            failed_starts=m.attempts,
+            retry_in=round(m.next_start - now, 3) if m.handle is None and m.next_start > now else None,
+            last_error=m.last_error,
+        )
+        for m in sorted(pool.members.values(), key=lambda m: natural_key(m.name))
+    ]
+    return StatusResponse(strategy=pool.strategy.name, replicas=rows)

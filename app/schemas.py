@@ -1,0 +1,77 @@
+"""Pydantic request/response models: what /docs shows and what the contract fixes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Failure(BaseModel):
+    """Every error the LB itself produces."""
+
+    message: str = Field(examples=["<Error> Length of hostname list is more than newly added instances"])
+    status: Literal["failure"] = "failure"
+
+
+class Membership(BaseModel):
+    """The current members."""
+
+    N: int = Field(description="number of replicas", examples=[3])
+    replicas: list[str] = Field(
+        description="replica names, in natural sort order", examples=[["Server 1", "Server 2", "Server 3"]]
+    )
+
+
+class MembershipResponse(BaseModel):
+    """Answer of /rep, /add and /rm."""
+
+    message: Membership
+    status: Literal["successful"] = "successful"
+
+
+class AddRequest(BaseModel):
+    """Body of POST /add: the given names first, generated names for the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(ge=1, le=256, description="how many replicas to add", examples=[2])
+    hostnames: list[str] = Field(
+        default_factory=list, description="names to use, at most n", examples=[["S5"]]
+    )
+
+
+class RemoveRequest(BaseModel):
+    """Body of DELETE /rm: the given names first, then replicas the LB chooses (the newest first).
+
+    `n` larger than the number of replicas removes them all (`{"n": 10, "hostnames": []}` clears the pool).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(ge=1, description="how many replicas to remove", examples=[1])
+    hostnames: list[str] = Field(
+        default_factory=list, description="names to remove, at most n", examples=[["S5"]]
+    )
+
+
+class VoteRequest(BaseModel):
+    """Body of POST /api/vote."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    option: str = Field(
+        min_length=1,
+        max_length=64,
+        description="one of the configured options (the keys of GET /api/votes)",
+        examples=["docker"],
+    )
+
+
+class VoteResult(BaseModel):
+    """Counts after a vote, per option."""
+
+    votes: dict[str, int] = Field(
+        description="votes per option, every configured option present (0 if nobody chose it)",
+        examples=[{"docker": 4, "helm": 1, "kubernetes": 7, "prometheus": 2}],
+    )

@@ -1,0 +1,43 @@
+"""Shared fixtures: real LBs as child processes, isolated from the developer's LB_* environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lb_support import LBFactory, RunningLB, start_lb
+
+ECHO_REPLICA = ["{python}", "-m", "tests.echo_replica", "--fd", "{fd}"]
+
+
+@pytest.fixture(autouse=True)
+def _isolate_lb_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("LB_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def lb_factory(tmp_path: Path) -> Iterator[LBFactory]:
+    """Start LBs with chosen settings: `lb_factory(replicas="2", strategy="ketama")`."""
+    factory = LBFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
+    """One LB with 3 default replicas, shared by a module's read-mostly tests."""
+    running = start_lb(tmp_path_factory.mktemp("lb"))
+    yield running
+    running.stop()
+
+
+def echo_command() -> list[str]:
+    """LB_REPLICA_COMMAND for replicas that echo the request (tests/echo_replica.py)."""
+    import sys
+
+    return [part.replace("{python}", sys.executable) for part in ECHO_REPLICA]

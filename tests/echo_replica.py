@@ -1,0 +1,76 @@
+"""A test replica: the contract's /home and /heartbeat, plus routes that echo or misbehave on purpose.
+
+`/echo/...` returns the request as JSON; `/slow?secs=S` answers late; `/status/<code>` answers <code>;
+`/chunked` streams its body. Run like the real replica: `python -m tests.echo_replica --fd N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+
+NAME = os.environ.get("SERVER_ID", "unknown")
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    path: str = scope["path"]
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    status, payload, headers = 404, b"", [(b"content-type", b"text/plain")]
+    if path == "/home":
+        status = 200
+        payload = json.dumps({"message": f"Hello from Server: {NAME}", "status": "successful"}).encode()
+    elif path == "/heartbeat":
+        status = 200
+    elif path.startswith("/echo"):
+        status = 200
+        payload = json.dumps(
+            {
+                "server": NAME,
+                "method": scope["method"],
+                "path": path,
+                "query": scope["query_string"].decode(),
+                "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
+                "body": body.decode("latin-1"),
+            }
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"x-replica", NAME.encode())]
+    elif path == "/slow":
+        secs = float(parse_qs(scope["query_string"].decode()).get("secs", ["5"])[0])
+        await asyncio.sleep(secs)
+        status, payload = 200, b"late"
+    elif path.startswith("/status/"):
+        status, payload = int(path.rsplit("/", 1)[1]), b"as asked"
+    elif path == "/chunked":
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args()
+    sock = socket.socket(fileno=args.fd)  # not uvicorn's fd=, which assumes AF_UNIX
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Run the real load balancer (`python -m app`) as a child process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+START_DEADLINE = 60.0
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the LB binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def child_pids(pid: int) -> set[int]:
+    """Direct children of `pid`, from /proc (no psutil needed)."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class RunningLB:
+    """A started LB: its URL, process and a client bound to it."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def replicas(self) -> list[str]:
+        body = self.client.get("/rep").json()
+        names: list[str] = body["message"]["replicas"]
+        return names
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {row["name"]: row for row in self.client.get("/status").json()["replicas"]}
+
+    def serving(self, key: str) -> str:
+        """The replica that answers /home for `key` (parsed as existing clients do)."""
+        response = self.client.get("/home", params={"id": key})
+        assert response.status_code == 200, response.text
+        message: str = response.json()["message"]
+        return message.split(":")[-1].strip()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_lb(workdir: Path, **settings: Any) -> RunningLB:
+    """Start `python -m app` with LB_* settings (lower-case keys) and wait until /rep answers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
+    env.update(
+        LB_HOST="127.0.0.1",
+        LB_PORT=str(port),
+        LB_DB_PATH=str(workdir / "votes.sqlite3"),
+        LB_HEARTBEAT_INTERVAL="0.05",
+        LB_LOG_LEVEL="info",
+    )
+    for key, value in settings.items():
+        env[f"LB_{key.upper()}"] = value if isinstance(value, str) else _json(value)
+    log_path = workdir / f"lb-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    lb = RunningLB(port, proc, log_path, env)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"LB exited with {proc.returncode}:\n{lb.log()}")
+        try:
+            return httpx.get(f"{lb.url}/rep", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=START_DEADLINE, interval=0.05)
+    return lb
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@dataclass
+class LBFactory:
+    """Starts LBs for one test and stops them all afterwards."""
+
+    workdir: Path
+    started: list[RunningLB] = field(default_factory=list)
+
+    def __call__(self, **settings: Any) -> RunningLB:
+        lb = start_lb(self.workdir, **settings)
+        self.started.append(lb)
+        return lb
+
+    def close(self) -> None:
+        for lb in self.started:
+            lb.stop()
+
+
+def replica_pids(lb: RunningLB) -> dict[str, int]:
+    """SERVER_ID -> pid of the LB's replica processes, read from /proc."""
+    pids: dict[str, int] = {}
+    for pid in child_pids(lb.proc.pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(b"SERVER_ID="):
+                pids[entry.split(b"=", 1)[1].decode()] = pid
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,71 @@
+"""Bounded background load for tests: a few threads sending GETs through the LB, counting outcomes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class Load:
+    """`workers` threads, each sending GET /home?id=<k> until stopped, at most `max_requests` in all."""
+
+    url: str
+    workers: int = 4
+    max_requests: int = 20_000
+    max_seconds: float = 60.0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    served_by: Counter[str] = field(default_factory=Counter)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sent: int = 0
+
+    def __enter__(self) -> Load:
+        deadline = time.monotonic() + self.max_seconds
+        for w in range(self.workers):
+            thread = threading.Thread(target=self._run, args=(w, deadline), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values()) + len(self.errors)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        """Block until at least `count` more requests completed (so a phase really ran under load)."""
+        target = self.total + count
+        deadline = time.monotonic() + timeout
+        while self.total < target and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.01)
+
+    def _run(self, worker: int, deadline: float) -> None:
+        with httpx.Client(base_url=self.url, timeout=10.0) as client:
+            k = 0
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if self._sent >= self.max_requests:
+                        return
+                    self._sent += 1
+                k += 1
+                try:
+                    response = client.get("/home", params={"id": f"{worker}-{k % 500}"})
+                except httpx.HTTPError as exc:
+                    with self._lock:
+                        self.errors.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.statuses[response.status_code] += 1
+                    if response.status_code == 200:
+                        self.served_by[response.json()["message"].split(":")[-1].strip()] += 1
