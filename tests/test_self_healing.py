@@ -1,0 +1,135 @@
+"""Self-healing with real replica processes and real kills: nobody sees a replica die."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import httpx
+
+from tests.lb_support import LBFactory, RunningLB, alive, cpu_seconds, replica_pids, wait_until
+from tests.load import Load
+
+CRASHING_REPLICA = [sys.executable, "-c", "raise SystemExit(3)", "{fd}"]
+
+
+def serving_again(lb: RunningLB, name: str, old_pid: int) -> bool:
+    """`name` runs in a new process, is on the ring, and answers."""
+    pid = replica_pids(lb).get(name)
+    row = lb.status().get(name, {})
+    return pid not in (None, old_pid) and row.get("state") == "up" and row.get("on_ring") is True
+
+
+def keys_of(lb: RunningLB, name: str, count: int = 5) -> list[str]:
+    keys: list[str] = []
+    k = 0
+    while len(keys) < count and k < 5000:
+        if lb.serving(str(k)) == name:
+            keys.append(str(k))
+        k += 1
+    return keys
+
+
+def test_kill_9_under_load_no_failed_request_same_name_back(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="3")
+    keys = [str(k) for k in range(60)]
+    before = {k: lb.serving(k) for k in keys}
+    victim = "Server 2"
+    pid = replica_pids(lb)[victim]
+    with Load(lb.url, workers=4, max_requests=30_000) as load:
+        load.wait_for(300)
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: serving_again(lb, victim, pid), timeout=10)
+        back_after = time.monotonic() - killed_at
+        load.wait_for(300)
+    assert load.errors == [], load.errors[:3]
+    assert set(load.statuses) == {200}, load.statuses
+    assert back_after < 2.0, f"replacement took {back_after:.2f}s"
+    assert lb.replicas() == ["Server 1", "Server 2", "Server 3"]
+    assert {k: lb.serving(k) for k in keys} == before
+    assert lb.status()[victim]["restarts"] == 1
+    assert "replica Server 2: replacing" in lb.log()
+
+
+def test_two_killed_at_once_and_repeated_kills_return_to_n(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="4")
+    pids = replica_pids(lb)
+    for name in ("Server 1", "Server 3"):
+        os.kill(pids[name], signal.SIGKILL)
+    for name in ("Server 1", "Server 3"):
+        wait_until(lambda n=name: serving_again(lb, n, pids[n]), timeout=15)
+    for _ in range(4):
+        pid = replica_pids(lb)["Server 4"]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda p=pid: serving_again(lb, "Server 4", p), timeout=15)
+    assert lb.replicas() == ["Server 1", "Server 2", "Server 3", "Server 4"]
+    assert len(replica_pids(lb)) == 4
+    assert lb.status()["Server 4"]["restarts"] == 4
+
+
+def test_crash_loop_backs_off_and_the_lb_stays_responsive(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="2", replica_command=CRASHING_REPLICA, restart_backoff_max="2")
+    assert lb.replicas() == ["Server 1", "Server 2"]  # desired membership, though none is up
+    cpu_before, t0 = cpu_seconds(lb.proc.pid), time.monotonic()
+    wait_until(lambda: all(r["failed_starts"] >= 4 for r in lb.status().values()), timeout=20)
+    elapsed, cpu = time.monotonic() - t0, cpu_seconds(lb.proc.pid) - cpu_before
+    status = lb.status()["Server 1"]
+    assert status["state"] == "down" and status["on_ring"] is False
+    assert "exited during start-up" in status["last_error"]
+    # back-off: 0.5 + 1 + 2 (capped) s between the first four attempts, so they cannot be instant
+    assert elapsed >= 2.5
+    assert cpu < 0.5 * elapsed, f"LB used {cpu:.2f}s CPU in {elapsed:.2f}s"
+    response = lb.client.get("/home")
+    assert response.status_code == 503 and response.json()["status"] == "failure"
+    assert lb.client.get("/rep").status_code == 200
+
+
+def test_removed_replica_is_not_respawned(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="3")
+    lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": ["Server 2"]}).raise_for_status()
+    probes = {name: row["last_probe"] for name, row in lb.status().items()}
+    # let the monitor run several rounds
+    wait_until(lambda: all(r["last_probe"] > probes[n] + 0.3 for n, r in lb.status().items()), timeout=10)
+    assert lb.replicas() == ["Server 1", "Server 3"]
+    assert set(replica_pids(lb)) == {"Server 1", "Server 3"}
+
+
+def test_add_during_a_failure(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="3")
+    pid = replica_pids(lb)["Server 1"]
+    os.kill(pid, signal.SIGKILL)
+    response = lb.client.post("/add", json={"n": 1, "hostnames": ["late"]})
+    assert response.status_code == 200, response.text
+    wait_until(lambda: serving_again(lb, "Server 1", pid), timeout=15)
+    assert lb.replicas() == ["Server 1", "Server 2", "Server 3", "late"]
+    assert all(row["state"] == "up" for row in lb.status().values())
+
+
+def test_hung_replica_is_detected_and_replaced_requests_never_hang(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="3", read_timeout="1", heartbeat_timeout="0.2")
+    victim = "Server 3"
+    keys = keys_of(lb, victim)
+    pid = replica_pids(lb)[victim]
+    os.kill(pid, signal.SIGSTOP)  # the kernel still accepts connections; nothing answers
+    try:
+        with httpx.Client(base_url=lb.url, timeout=5.0) as client:
+            codes = [client.get("/home", params={"id": k}).status_code for k in keys]
+        assert set(codes) <= {200, 504}, codes
+        wait_until(lambda: serving_again(lb, victim, pid), timeout=20)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert [lb.serving(k) for k in keys] == [victim] * len(keys)
+    assert "failed heartbeats" in (lb.log())
+
+
+def test_seed_behaviour_new_name_for_replacements(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="3", replacement_name="new")
+    pid = replica_pids(lb)["Server 2"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: "Server 2" not in lb.replicas() and len(lb.replicas()) == 3, timeout=15)
+    wait_until(lambda: all(r["state"] == "up" for r in lb.status().values()), timeout=15)
+    assert lb.replicas() == ["Server 1", "Server 3", "Server 4"]
