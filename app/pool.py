@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from app.errors import (
     InvalidRequestError,
+    LoadBalancerError,
     ReplicaExistsError,
     ReplicaStartError,
     UnknownReplicaError,
@@ -98,6 +99,14 @@ class ReplicaPool:
         self.changed = asyncio.Event()  # set on passive failures so the monitor probes at once
         self._lock = asyncio.Lock()
         self._seq = 0
+        orchestrator.on_exit = self._on_exit
+
+    def _on_exit(self, handle: ReplicaHandle) -> None:
+        """The backend saw a replica die: wake the monitor now rather than at its next round."""
+        member = self.members.get(handle.name)
+        if member is not None and member.handle is handle:
+            self.report_failure(handle.name, "replica exited")
+            self.changed.set()
 
     # ----- reading -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -180,7 +189,7 @@ class ReplicaPool:
                 await self._wait_healthy(member)  # adopted: it may already be serving
             else:
                 await self._start(member)
-        except ReplicaStartError as exc:
+        except LoadBalancerError as exc:  # failed start, or e.g. a foreign container holds the name
             await self._stop(member)
             member.state = State.DOWN
             member.attempts += 1
@@ -233,12 +242,15 @@ class ReplicaPool:
         self._replacement_gets_new_name = enabled
 
     async def close(self) -> None:
-        """Stop every member and the orchestrator (LB shutdown)."""
+        """LB shutdown: drop connections, then let the orchestrator stop (or keep) what it started."""
         async with self._lock:
             members = list(self.members.values())
             self.members.clear()
             self.rebuild()
-            await asyncio.gather(*(self._stop(m) for m in members))
+            for member in members:
+                for pool in (member.upstream, member.probe):
+                    if pool is not None:
+                        await pool.close()
             await self.orchestrator.close()
 
     # ----- internals ---------------------------------------------------------------------------

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import BACKENDS, Backend
 from tests.lb_support import LBFactory, RunningLB, start_lb
+
+pytest_plugins = ["tests.docker_support"]
 
 ECHO_REPLICA = ["{python}", "-m", "tests.echo_replica", "--fd", "{fd}"]
 
@@ -28,10 +31,20 @@ def lb_factory(tmp_path: Path) -> Iterator[LBFactory]:
     factory.close()
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Each backend in turn; Docker tests skip with the reason when no engine can be started."""
+    chosen = Backend(request.param, request)
+    yield chosen
+    chosen.cleanup()
+
+
 @pytest.fixture(scope="module")
-def lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
-    """One LB with 3 default replicas, shared by a module's read-mostly tests."""
-    running = start_lb(tmp_path_factory.mktemp("lb"))
+def lb(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[RunningLB]:
+    """One LB with 3 default replicas on `backend`, shared by a module's read-mostly tests."""
+    own = backend.fresh()
+    running = start_lb(tmp_path_factory.mktemp("lb"), **own.settings)
+    running.backend = own
     yield running
     running.stop()
 

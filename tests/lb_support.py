@@ -67,6 +67,7 @@ class RunningLB:
     log_path: Path
     env: dict[str, str]
     client: httpx.Client = field(init=False)
+    backend: Any = None  # tests.backends.Backend the LB runs on (names to expect)
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.url, timeout=10.0)

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.backends import Backend, natural
 from tests.conftest import echo_command
 from tests.lb_support import LBFactory, RunningLB
 
@@ -34,13 +35,13 @@ def membership(response: httpx.Response) -> list[str]:
     return names
 
 
-# ----- read-only rows on a shared LB ------------------------------------------------------------
+# ----- read-only rows on a shared LB, once per backend ---------------------------------------------
 
 
 def test_rep_lists_the_three_default_replicas(lb: RunningLB) -> None:
     response = lb.client.get("/rep")
     assert response.json() == {
-        "message": {"N": 3, "replicas": ["Server 1", "Server 2", "Server 3"]},
+        "message": {"N": 3, "replicas": lb.backend.gen(1, 2, 3)},
         "status": "successful",
     }
 
@@ -88,38 +89,53 @@ def test_reserved_paths_are_served_by_the_lb(lb: RunningLB) -> None:
     assert lb.client.get("/healthz").json() == {"status": "successful"}
     metrics = lb.client.get("/metrics").text
     assert "chlb_replicas_desired 3.0" in metrics
-    assert 'chlb_replica_up{replica="Server 1"} 1.0' in metrics
+    assert f'chlb_replica_up{{replica="{lb.backend.gen(1)[0]}"}} 1.0' in metrics
     assert_failure(lb.client.get("/add"), 405)
     assert_failure(lb.client.post("/rep"), 405)
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body", "status", "message"),
-    [
-        ("POST", "/add", {"n": 1, "hostnames": ["S5", "S4"]}, 400, ADD_TOO_MANY),
-        ("DELETE", "/rm", {"n": 1, "hostnames": ["Server 1", "Server 2"]}, 400, RM_TOO_MANY),
-        ("POST", "/add", {"n": 0}, 400, None),
-        ("POST", "/add", {"n": -3, "hostnames": []}, 400, None),
-        ("POST", "/add", {"n": "two"}, 400, None),
-        ("POST", "/add", {"hostnames": ["S5"]}, 400, None),
-        ("POST", "/add", {"n": 1, "hostnames": "S5"}, 400, None),
-        ("POST", "/add", {"n": 1, "hostnames": ["Server 1"]}, 409, None),
-        ("POST", "/add", {"n": 2, "hostnames": ["S9", "S9"]}, 400, None),
-        ("POST", "/add", {"n": 1, "hostnames": [""]}, 400, None),
-        ("POST", "/add", {"n": 1, "hostnames": ["x" * 65]}, 400, None),
-        ("POST", "/add", {"n": 100_000}, 400, None),
-        ("POST", "/add", [1, 2], 400, None),
-        ("DELETE", "/rm", {"n": 0}, 400, None),
-        ("DELETE", "/rm", {"n": 1, "hostnames": ["nope"]}, 400, None),
-        ("DELETE", "/rm", {"n": 2, "hostnames": ["Server 1", "Server 1"]}, 400, None),
-        ("DELETE", "/rm", {}, 400, None),
-    ],
-)
+# Names in these bodies: "@1" stands for the first generated name, "+S5" for a user name on this backend.
+INVALID = [
+    ("POST", "/add", {"n": 1, "hostnames": ["+S5", "+S4"]}, 400, ADD_TOO_MANY),
+    ("DELETE", "/rm", {"n": 1, "hostnames": ["@1", "@2"]}, 400, RM_TOO_MANY),
+    ("POST", "/add", {"n": 0}, 400, None),
+    ("POST", "/add", {"n": -3, "hostnames": []}, 400, None),
+    ("POST", "/add", {"n": "two"}, 400, None),
+    ("POST", "/add", {"hostnames": ["+S5"]}, 400, None),
+    ("POST", "/add", {"n": 1, "hostnames": "S5"}, 400, None),
+    ("POST", "/add", {"n": 1, "hostnames": ["@1"]}, 409, None),
+    ("POST", "/add", {"n": 2, "hostnames": ["+S9", "+S9"]}, 400, None),
+    ("POST", "/add", {"n": 1, "hostnames": [""]}, 400, None),
+    ("POST", "/add", {"n": 1, "hostnames": ["x" * 65]}, 400, None),
+    ("POST", "/add", {"n": 100_000}, 400, None),
+    ("POST", "/add", [1, 2], 400, None),
+    ("DELETE", "/rm", {"n": 0}, 400, None),
+    ("DELETE", "/rm", {"n": 1, "hostnames": ["nope"]}, 400, None),
+    ("DELETE", "/rm", {"n": 2, "hostnames": ["@1", "@1"]}, 400, None),
+    ("DELETE", "/rm", {}, 400, None),
+]
+
+
+def resolve_names(body: Any, lb: RunningLB) -> Any:
+    if not isinstance(body, dict) or not isinstance(body.get("hostnames"), list):
+        return body
+    names = [
+        lb.backend.gen(int(h[1:]))[0]
+        if h.startswith("@")
+        else lb.backend.host(h[1:])
+        if h.startswith("+")
+        else h
+        for h in body["hostnames"]
+    ]
+    return {**body, "hostnames": names}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "message"), INVALID)
 def test_invalid_membership_requests_change_nothing(
     lb: RunningLB, method: str, path: str, body: Any, status: int, message: str | None
 ) -> None:
     before = lb.replicas()
-    assert_failure(lb.client.request(method, path, json=body), status, message)
+    assert_failure(lb.client.request(method, path, json=resolve_names(body, lb)), status, message)
     assert lb.replicas() == before
 
 
@@ -128,72 +144,55 @@ def test_malformed_bodies_are_400(lb: RunningLB, raw: bytes) -> None:
     for method, path in (("POST", "/add"), ("DELETE", "/rm")):
         response = lb.client.request(method, path, content=raw, headers={"content-type": "application/json"})
         assert_failure(response, 400)
-    assert lb.replicas() == ["Server 1", "Server 2", "Server 3"]
+    assert lb.replicas() == lb.backend.gen(1, 2, 3)
 
 
-# ----- membership changes on their own LB -----------------------------------------------------------
+# ----- membership changes on their own LB, once per backend -------------------------------------------
 
 
-def test_add_and_remove_follow_the_contract(lb_factory: LBFactory) -> None:
-    lb = lb_factory()
-    names = membership(lb.client.post("/add", json={"n": 2, "hostnames": ["S5", "S4"]}))
-    assert names == ["S4", "S5", "Server 1", "Server 2", "Server 3"]
+def test_add_and_remove_follow_the_contract(lb_factory: LBFactory, backend: Backend) -> None:
+    be = backend.fresh()
+    lb = lb_factory(**be.settings)
+    s4, s5 = be.host("S4"), be.host("S5")
+    names = membership(lb.client.post("/add", json={"n": 2, "hostnames": [s5, s4]}))
+    assert names == natural([s4, s5, *be.gen(1, 2, 3)])
     # the new replicas serve at once: some key reaches S5
-    assert "S5" in {lb.serving(str(k)) for k in range(200)}
+    assert s5 in {lb.serving(str(k)) for k in range(200)}
     # names beyond the given ones are generated, unique, and fill the smallest free number
-    assert membership(lb.client.post("/add", json={"n": 1})) == [
-        "S4",
-        "S5",
-        "Server 1",
-        "Server 2",
-        "Server 3",
-        "Server 4",
-    ]
+    assert membership(lb.client.post("/add", json={"n": 1})) == natural([s4, s5, *be.gen(1, 2, 3, 4)])
     # rm: given names first, then the newest
-    assert membership(lb.client.request("DELETE", "/rm", json={"n": 2, "hostnames": ["S5"]})) == [
-        "S4",
-        "Server 1",
-        "Server 2",
-        "Server 3",
-    ]
-    assert membership(lb.client.request("DELETE", "/rm", json={"n": 1})) == [
-        "Server 1",
-        "Server 2",
-        "Server 3",
-    ]
+    removed = membership(lb.client.request("DELETE", "/rm", json={"n": 2, "hostnames": [s5]}))
+    assert removed == natural([s4, *be.gen(1, 2, 3)])
+    assert membership(lb.client.request("DELETE", "/rm", json={"n": 1})) == be.gen(1, 2, 3)
     # hostnames may be absent on /add too
-    assert membership(lb.client.post("/add", json={"n": 1})) == [
-        "Server 1",
-        "Server 2",
-        "Server 3",
-        "Server 4",
-    ]
+    assert membership(lb.client.post("/add", json={"n": 1})) == be.gen(1, 2, 3, 4)
 
 
-def test_clearing_the_pool_then_503_then_names_are_reusable(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="2")
+def test_clearing_the_pool_then_503_then_names_are_reusable(lb_factory: LBFactory, backend: Backend) -> None:
+    be = backend.fresh()
+    lb = lb_factory(replicas="2", **be.settings)
     assert membership(lb.client.request("DELETE", "/rm", json={"n": 10, "hostnames": []})) == []
     body = assert_failure(lb.client.get("/home"), 503)
     assert "replica" in body["message"].lower()
-    names = ["server1", "server2", "server3"]
+    names = [be.host(f"server{k}") for k in (1, 2, 3)]
     assert membership(lb.client.post("/add", json={"n": 3, "hostnames": names})) == names
     assert {lb.serving(str(k)) for k in range(100)} == set(names)
-    assert membership(lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": ["server2"]})) == [
-        "server1",
-        "server3",
-    ]
-    assert membership(lb.client.post("/add", json={"n": 1, "hostnames": ["server2"]})) == names
+    rm = {"n": 1, "hostnames": [names[1]]}
+    assert membership(lb.client.request("DELETE", "/rm", json=rm)) == [names[0], names[2]]
+    assert membership(lb.client.post("/add", json={"n": 1, "hostnames": [names[1]]})) == names
 
 
-def test_removing_a_replica_moves_only_its_keys(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="4")
+def test_removing_a_replica_moves_only_its_keys(lb_factory: LBFactory, backend: Backend) -> None:
+    be = backend.fresh()
+    lb = lb_factory(replicas="4", **be.settings)
+    victim = be.gen(2)[0]
     keys = [str(k) for k in range(200)]
     before = {k: lb.serving(k) for k in keys}
-    membership(lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": ["Server 2"]}))
+    membership(lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": [victim]}))
     after = {k: lb.serving(k) for k in keys}
     moved = {k for k in keys if before[k] != after[k]}
-    assert moved == {k for k in keys if before[k] == "Server 2"}
-    membership(lb.client.post("/add", json={"n": 1, "hostnames": ["Server 2"]}))
+    assert moved == {k for k in keys if before[k] == victim}
+    membership(lb.client.post("/add", json={"n": 1, "hostnames": [victim]}))
     assert {k: lb.serving(k) for k in keys} == before
 
 

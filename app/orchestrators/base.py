@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +26,9 @@ class Orchestrator(Protocol):
 
     kind: str
     name_prefix: str  # generated names are f"{name_prefix}{n}"
+    # Called on the event loop when the backend learns a replica died (e.g. Docker's `die` event),
+    # so the pool can react before the next heartbeat. Backends without such events never call it.
+    on_exit: Callable[[ReplicaHandle], object] | None
 
     def check_name(self, name: str) -> None:
         """Raise InvalidRequestError when `name` cannot name a replica on this backend."""

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.errors import InvalidRequestError, ReplicaStartError
 from app.orchestrators.base import ReplicaHandle
@@ -51,6 +51,7 @@ class ProcessOrchestrator:
         self._host = host
         self._command = list(command) if command else default_command()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.on_exit: Callable[[ReplicaHandle], object] | None = None  # unused: the monitor polls exited()
 
     def check_name(self, name: str) -> None:
         """Any printable name of 1-64 characters works: it only travels in an environment variable."""
