@@ -1,0 +1,112 @@
+"""The LB on a real Docker engine: `docker kill` under load, and the compose stack up and down."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.backends import Backend
+from tests.lb_support import ROOT, LBFactory, RunningLB, wait_until
+from tests.load import Load
+
+pytestmark = pytest.mark.docker
+
+
+# Request `docker_backend` before `lb_factory`: fixtures tear down in reverse, so the LBs stop (and remove
+# their replicas) before the backend's cleanup removes the test network.
+@pytest.fixture
+def docker_backend(request: pytest.FixtureRequest, docker_engine: Any) -> Iterator[Backend]:
+    backend = Backend("docker", request)
+    yield backend
+    backend.cleanup()
+
+
+def replaced(lb: RunningLB, name: str, old_address: str) -> bool:
+    row = lb.status().get(name, {})
+    return row.get("address") not in (None, old_address) and row.get("state") == "up" and row.get("on_ring")
+
+
+def test_docker_kill_under_load_no_failed_request(
+    docker_backend: Backend, lb_factory: LBFactory, docker_engine: Any
+) -> None:
+    be = docker_backend.fresh()
+    lb = lb_factory(replicas="3", **be.settings)
+    victim = be.gen(2)[0]
+    keys = [str(k) for k in range(60)]
+    before = {k: lb.serving(k) for k in keys}
+    old_address = lb.status()[victim]["address"]
+    with Load(lb.url, workers=4, max_requests=30_000) as load:
+        load.wait_for(300)
+        killed_at = time.monotonic()
+        docker_engine.containers.get(victim).kill()
+        wait_until(lambda: replaced(lb, victim, old_address), timeout=15)
+        back_after = time.monotonic() - killed_at
+        load.wait_for(300)
+    assert load.errors == [], load.errors[:3]
+    assert set(load.statuses) == {200}, load.statuses
+    assert back_after < 5.0, f"replacement took {back_after:.2f}s"
+    assert lb.replicas() == be.gen(1, 2, 3)
+    assert {k: lb.serving(k) for k in keys} == before
+
+
+def test_replica_names_must_be_valid_container_names(docker_backend: Backend, lb_factory: LBFactory) -> None:
+    be = docker_backend.fresh()
+    lb = lb_factory(replicas="1", **be.settings)
+    for bad in ("Server 5", "a;rm -rf /", "-x", "../x", "x" * 70):
+        response = lb.client.post("/add", json={"n": 1, "hostnames": [bad]})
+        assert response.status_code == 400, response.text
+        assert response.json()["status"] == "failure"
+    assert lb.replicas() == be.gen(1)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def compose(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "compose", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_compose_up_serves_three_and_down_leaves_nothing(docker_engine: Any, base_image: str) -> None:
+    if port_in_use(5000):
+        pytest.skip("port 5000 is taken on this machine; the compose stack publishes the LB there")
+    env = {**os.environ, "BASE_IMAGE": base_image}
+    up = compose("up", "-d", "--build", env=env, timeout=900)
+    assert up.returncode == 0, up.stderr
+    try:
+
+        def three_replicas() -> list[str] | None:
+            try:
+                body = httpx.get("http://127.0.0.1:5000/rep", timeout=1.0).json()
+            except (httpx.HTTPError, ValueError):
+                return None
+            names: list[str] = body["message"]["replicas"]
+            return names if len(names) == 3 else None
+
+        names = wait_until(three_replicas, timeout=120, interval=0.2)
+        assert names == ["server1", "server2", "server3"]
+        seen = set()
+        for k in range(300):
+            response = httpx.get("http://127.0.0.1:5000/home", params={"id": str(k)}, timeout=5.0)
+            assert response.status_code == 200
+            seen.add(response.json()["message"].split(":")[-1].strip())
+        assert seen == set(names)
+        labelled = docker_engine.containers.list(filters={"label": "chlb.replica"})
+        assert sorted(c.name for c in labelled) == names
+    finally:
+        down = compose("down", env=env, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert docker_engine.containers.list(all=True, filters={"label": "com.docker.compose.project=chlb"}) == []
+    assert docker_engine.containers.list(all=True, filters={"label": "chlb.replica"}) == []
+    assert [n for n in docker_engine.networks.list() if n.name == "chlb-net"] == []
+    compose("down", "--volumes", env=env, timeout=60)  # the vote volume outlives `down` on purpose
