@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from app.events import log_event
 from app.pool import Member, ReplicaPool, State
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class HealthMonitor:
                 member.state = State.UP
                 member.last_error = None
                 self.pool.rebuild()
-                logger.info("replica %s: up again after %d good probes", member.name, member.oks)
+                log_event(logging.INFO, "up", member.name, reason=f"{member.oks} good heartbeats")
             return
         member.oks = 0
         member.fails += 1
@@ -116,7 +117,7 @@ class HealthMonitor:
         if member.state is State.UP:
             member.state = State.DOWN
             self.pool.rebuild()
-            logger.warning("replica %s: down (%s)", member.name, reason)
+            log_event(logging.WARNING, "down", member.name, reason=reason, detected_by="heartbeat")
         member.busy = True  # the replacement task owns it from here
 
     def _spawn(self, job: Coroutine[Any, Any, None]) -> None:

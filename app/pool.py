@@ -22,6 +22,7 @@ from app.errors import (
     ReplicaStartError,
     UnknownReplicaError,
 )
+from app.events import log_event
 from app.orchestrators.base import Orchestrator, ReplicaHandle
 from app.ring import HashStrategy, Ring
 from app.upstream import UpstreamError, UpstreamPool
@@ -82,6 +83,10 @@ class PoolLimits:
     restart_backoff_max: float = 30.0
 
 
+def _address(member: Member) -> str | None:
+    return member.handle.address if member.handle else None
+
+
 def natural_key(name: str) -> list[int | str]:
     """Sort "Server 2" before "Server 10"."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
@@ -127,7 +132,7 @@ class ReplicaPool:
         member.state = State.DOWN
         member.oks = 0
         member.last_error = reason
-        logger.warning("replica %s: down (passive: %s)", name, reason)
+        log_event(logging.WARNING, "down", name, reason=reason, detected_by="proxy")
         self.rebuild()
         self.changed.set()
 
@@ -151,6 +156,9 @@ class ReplicaPool:
             for member in members:
                 member.state = State.UP
                 self.members[member.name] = member
+                log_event(
+                    logging.INFO, "up", member.name, address=member.handle.address if member.handle else None
+                )
             self.rebuild()
             logger.info("added %s; members now %s", names, self.names())
             return names
@@ -162,6 +170,8 @@ class ReplicaPool:
         async with self._lock:
             victims = self._names_to_remove(n, hostnames)
             members = [self.members.pop(name) for name in victims]
+            for name in victims:
+                log_event(logging.INFO, "removed", name, reason="DELETE /rm")
             self.rebuild()  # traffic leaves them before they stop
             await asyncio.gather(*(self._stop(m) for m in members))
             logger.info("removed %s; members now %s", victims, self.names())
@@ -174,7 +184,7 @@ class ReplicaPool:
                 member = self._new_member(handle.name)
                 self._attach(member, handle)
                 self.members[member.name] = member
-                logger.info("replica %s: adopted at %s", handle.name, handle.address)
+                log_event(logging.INFO, "adopted", handle.name, address=handle.address)
             for name in self._generate_names(max(0, count - len(self.members))):
                 self.members[name] = self._new_member(name)
             pending = [m for m in self.members.values()]
@@ -199,7 +209,7 @@ class ReplicaPool:
             )
             member.next_start = time.monotonic() + delay
             member.last_error = exc.message
-            logger.error("replica %s: start failed (%s); retry in %.1fs", member.name, exc.message, delay)
+            log_event(logging.ERROR, "start_failed", member.name, reason=exc.message, retry_in=delay)
             return
         finally:
             member.busy = False
@@ -210,14 +220,14 @@ class ReplicaPool:
         member.fails = 0
         member.state = State.UP
         self.rebuild()
-        logger.info("replica %s: up at %s", member.name, member.handle.address if member.handle else "?")
+        log_event(logging.INFO, "up", member.name, address=_address(member))
 
     async def replace(self, member: Member, reason: str) -> None:
         """Stop a dead member and start it again (same name by default, or a new generated name)."""
         member.busy = True
         member.restarts += 1
         member.last_error = reason
-        logger.warning("replica %s: replacing (%s)", member.name, reason)
+        log_event(logging.WARNING, "replacing", member.name, reason=reason, restarts=member.restarts)
         await self._stop(member)
         member.busy = False
         if self.members.get(member.name) is not member:
@@ -231,7 +241,13 @@ class ReplicaPool:
                 fresh = self._new_member(new_name)
                 fresh.restarts = member.restarts
                 self.members[new_name] = fresh
-                logger.warning("replica %s: removed; spawning %s in its place", member.name, new_name)
+                log_event(
+                    logging.WARNING,
+                    "removed",
+                    member.name,
+                    reason="replaced under a new name",
+                    successor=new_name,
+                )
                 member = fresh
         await self.bring_up(member)
 
@@ -323,7 +339,7 @@ class ReplicaPool:
 
     async def _start(self, member: Member) -> None:
         """Ask the orchestrator for the replica, then wait until /heartbeat answers."""
-        logger.info("replica %s: spawning", member.name)
+        log_event(logging.INFO, "spawning", member.name, backend=self.orchestrator.kind)
         self._attach(member, await self.orchestrator.start(member.name))
         await self._wait_healthy(member)
 

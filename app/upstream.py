@@ -104,11 +104,12 @@ class _Connection(asyncio.Protocol):
         "_waiter",
     )
 
+    _transport: asyncio.Transport  # set by connection_made, before the pool ever sees the connection
+
     def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
         self._loop = loop
         self._parser = HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
         self._lost: asyncio.Future[None] = loop.create_future()
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -247,18 +248,16 @@ class _Connection(asyncio.Protocol):
         if self._timer is None:
             # One lazily re-armed timer per connection instead of one TimerHandle per request.
             self._timer = loop.call_at(now + self._pool._read_timeout, self._check_timeout)
-        assert self._transport is not None
         self._transport.write(data)
         return waiter
 
     def is_usable(self) -> bool:
         """Whether an idle connection can take a request (the replica may have closed it meanwhile)."""
-        return self._transport is not None and not self._transport.is_closing()
+        return not self._transport.is_closing()
 
     def close(self) -> asyncio.Future[None]:
         """Close gracefully; the returned Future resolves once the connection is gone."""
-        if self._transport is not None:
-            self._transport.close()
+        self._transport.close()
         return self._lost
 
     def give_up(self, waiter: asyncio.Future[UpstreamResponse]) -> None:
@@ -269,8 +268,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection now: its state is unknown (timeout, cancellation, garbage)."""
-        if self._transport is not None:
-            self._transport.abort()
+        self._transport.abort()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -289,7 +287,9 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         waiter.set_result(response)
-        if self._keep_alive:
+        # An early answer (e.g. 413) can come while the request body is still queued: that
+        # connection would feed the rest of the old body to the next request's parser.
+        if self._keep_alive and not self._transport.get_write_buffer_size():
             self._pool._release(self)
         else:
             self.close()

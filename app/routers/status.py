@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from app.deps import PoolDep, SettingsDep
+from app.deps import PoolDep, StrategyDep
 from app.pool import State, natural_key
 
 
@@ -44,7 +44,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/status", response_model=StatusResponse)
-async def replica_status(pool: PoolDep, settings: SettingsDep) -> StatusResponse:
+async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse:
     """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
@@ -63,4 +63,4 @@ async def replica_status(pool: PoolDep, settings: SettingsDep) -> StatusResponse
         )
         for m in sorted(pool.members.values(), key=lambda m: natural_key(m.name))
     ]
-    return StatusResponse(strategy=pool.strategy.name, replicas=rows)
+    return StatusResponse(strategy=strategy.name, replicas=rows)

@@ -1,0 +1,52 @@
+"""Where the hashing key comes from: each key source on a raw ASGI scope, and one through the real LB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.keys import make_key_extractor, random_key
+from tests.lb_support import LBFactory
+
+
+def scope(query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None, path: str = "/home") -> Any:
+    return {"query_string": query, "headers": headers or [], "path": path, "client": ("10.1.2.3", 5555)}
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "request_scope", "expected"),
+    [
+        ("query", "id", scope(b"id=123456"), "123456"),
+        ("query", "id", scope(b"x=1&id=42&id=43"), "42"),
+        ("query", "id", scope(b"id=a%20b+c"), "a b c"),
+        ("query", "id", scope(b"xid=1"), None),
+        ("query", "id", scope(b"id="), None),
+        ("query", "user", scope(b"id=1&user=bob"), "bob"),
+        ("header", "X-User", scope(headers=[(b"x-user", b"alice")]), "alice"),
+        ("header", "X-User", scope(headers=[(b"x-other", b"alice")]), None),
+        ("cookie", "sid", scope(headers=[(b"cookie", b"a=1; sid=s-9; b=2")]), "s-9"),
+        ("cookie", "sid", scope(headers=[(b"cookie", b"sidx=1")]), None),
+        ("path", "", scope(path="/users/7"), "/users/7"),
+        ("client", "", scope(), "10.1.2.3"),
+    ],
+)
+def test_key_sources(source: Any, name: str, request_scope: Any, expected: str | None) -> None:
+    assert make_key_extractor(source, name)(request_scope) == expected
+
+
+def test_random_key_is_six_digits() -> None:
+    keys = {random_key() for _ in range(200)}
+    assert all(len(k) == 6 and k.isdigit() for k in keys)
+    assert len(keys) > 150
+
+
+def test_header_key_source_through_the_lb(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="3", key_source="header", key_name="X-User")
+
+    def served(user: str) -> str:
+        body = lb.client.get("/home", headers={"X-User": user}).json()
+        return str(body["message"]).split(":")[-1].strip()
+
+    assert len({served("alice") for _ in range(10)}) == 1
+    assert len({served(f"user{k}") for k in range(60)}) == 3
