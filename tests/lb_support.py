@@ -161,17 +161,20 @@ class LBFactory:
 
 
 def replica_pids(lb: RunningLB) -> dict[str, int]:
-    """SERVER_ID -> pid of the LB's replica processes, read from /proc."""
-    pids: dict[str, int] = {}
-    for pid in child_pids(lb.proc.pid):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for entry in environ:
-            if entry.startswith(b"SERVER_ID="):
-                pids[entry.split(b"=", 1)[1].decode()] = pid
-    return pids
+    """Replica name -> pid, as the LB reports it in /status (replicas are forked, not exec'd)."""
+    return {name: row["pid"] for name, row in lb.status().items() if row.get("pid")}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (replicas, the fork server), from /proc."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in child_pids(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def cpu_seconds(pid: int) -> float:

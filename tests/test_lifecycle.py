@@ -6,25 +6,24 @@ import signal
 
 import pytest
 
-from tests.lb_support import LBFactory, alive, child_pids, wait_until
+from tests.lb_support import LBFactory, alive, descendants, replica_pids, wait_until
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_no_replica_process_outlives_the_lb(lb_factory: LBFactory, sig: int) -> None:
     lb = lb_factory(replicas="3")
     lb.client.post("/add", json={"n": 1, "hostnames": ["extra"]}).raise_for_status()
-    replicas = child_pids(lb.proc.pid)
+    replicas = set(replica_pids(lb).values())
     assert len(replicas) == 4
-    assert all(alive(pid) for pid in replicas)
+    everything = descendants(lb.proc.pid)  # replicas plus the fork server and its helper
+    assert replicas <= everything and all(alive(pid) for pid in everything)
     lb.stop(sig)
-    wait_until(lambda: not any(alive(pid) for pid in replicas), timeout=10)
+    wait_until(lambda: not any(alive(pid) for pid in everything), timeout=10)
 
 
 def test_removed_replica_process_is_stopped(lb_factory: LBFactory) -> None:
     lb = lb_factory(replicas="2")
-    before = child_pids(lb.proc.pid)
+    gone = replica_pids(lb)["Server 2"]
     lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": ["Server 2"]}).raise_for_status()
-    after = child_pids(lb.proc.pid)
-    assert len(after) == 1 and after < before
-    (gone,) = before - after
+    assert set(replica_pids(lb)) == {"Server 1"}
     wait_until(lambda: not alive(gone), timeout=5)

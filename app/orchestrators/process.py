@@ -7,35 +7,72 @@ there is no window in which another process can take the port between choosing a
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.forkserver
+import multiprocessing.process
 import os
-import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from app.errors import InvalidRequestError, ReplicaStartError
 from app.orchestrators.base import ReplicaHandle
+from replica_service.forked import serve
+from replica_service.lifeline import die_with_parent
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _STOP_GRACE_SECONDS = 3.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM the replica if the LB dies, even by SIGKILL: no orphans."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+class ChildProcess(Protocol):
+    """What the orchestrator needs of a child: subprocess.Popen has it, ForkedReplica adapts to it."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
-def default_command() -> list[str]:
-    """This interpreter running replica_service on the socket the LB bound."""
-    return [sys.executable, "-m", "replica_service", "--fd", "{fd}"]
+class ForkedReplica:
+    """A replica forked from the warm fork server, with Popen's poll/terminate/kill/wait."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self._process = process
+        self.pid = process.pid or 0
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def terminate(self) -> None:
+        self._process.terminate()
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        code = self._process.exitcode
+        if code is None:
+            raise subprocess.TimeoutExpired(f"replica pid {self.pid}", timeout or 0.0)
+        return code
+
+
+def _fork_context() -> multiprocessing.context.ForkServerContext:
+    """One fork server per LB, with FastAPI and uvicorn imported before any replica forks.
+
+    Started here, from the caller's thread, because the fork server dies with the thread that
+    started it (PR_SET_PDEATHSIG, set by its preload module).
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["replica_service.forkserver_preload"])
+    multiprocessing.forkserver.ensure_running()
+    return ctx
 
 
 class ProcessOrchestrator:
@@ -49,8 +86,10 @@ class ProcessOrchestrator:
     ) -> None:
         self.name_prefix = self.DEFAULT_PREFIX if name_prefix is None else name_prefix
         self._host = host
-        self._command = list(command) if command else default_command()
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # No command: fork replicas from a warm fork server (fast). A command: exec it (any server).
+        self._command = list(command) if command else None
+        self._fork: multiprocessing.context.ForkServerContext | None = None if command else _fork_context()
+        self._children: dict[int, ChildProcess] = {}
         self.on_exit: Callable[[ReplicaHandle], object] | None = None  # unused: the monitor polls exited()
 
     def check_name(self, name: str) -> None:
@@ -69,38 +108,45 @@ class ProcessOrchestrator:
             sock.bind((self._host, 0))
             sock.listen(1024)
             port = sock.getsockname()[1]
-            fields = {"fd": str(sock.fileno()), "port": str(port), "host": self._host}
-            argv = [part.format(**fields) for part in self._command]
-            passes_fd = any("{fd}" in part for part in self._command)
-            if not passes_fd:
-                sock.close()  # the command binds the port itself
-            env = {**os.environ, "SERVER_ID": name, "PYTHONUNBUFFERED": "1"}
             try:
-                proc = subprocess.Popen(
-                    argv,
-                    env=env,
-                    pass_fds=(sock.fileno(),) if passes_fd else (),
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # Ctrl-C reaches the LB only; it stops replicas in order
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - must run in the child
-                )
+                child = await self._spawn(name, sock, port)
             except OSError as exc:
                 raise ReplicaStartError(f"could not start replica {name!r}: {exc}") from exc
         finally:
             sock.close()
-        self._children[proc.pid] = proc
-        logger.info("replica %s: started process pid=%d on %s:%d", name, proc.pid, self._host, port)
-        return ReplicaHandle(name=name, host=self._host, port=port, ref=proc)
+        self._children[child.pid] = child
+        logger.info("replica %s: started process pid=%d on %s:%d", name, child.pid, self._host, port)
+        return ReplicaHandle(name=name, host=self._host, port=port, ref=child)
+
+    async def _spawn(self, name: str, sock: socket.socket, port: int) -> ChildProcess:
+        if self._fork is not None:
+            process = self._fork.Process(
+                target=serve, args=(name, sock), name=f"replica {name}", daemon=False
+            )
+            # The first start launches the fork server (~1 s of imports): keep it off the event loop.
+            await asyncio.to_thread(process.start)
+            return ForkedReplica(process)
+        assert self._command is not None
+        fields = {"fd": str(sock.fileno()), "port": str(port), "host": self._host}
+        argv = [part.format(**fields) for part in self._command]
+        passes_fd = any("{fd}" in part for part in self._command)
+        env = {**os.environ, "SERVER_ID": name, "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen(
+            argv,
+            env=env,
+            pass_fds=(sock.fileno(),) if passes_fd else (),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the LB only; it stops replicas in order
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - must run in the child
+        )
 
     def exited(self, handle: ReplicaHandle) -> bool:
-        proc = handle.ref
-        assert isinstance(proc, subprocess.Popen)
+        proc: ChildProcess = handle.ref  # type: ignore[assignment]
         return proc.poll() is not None
 
     async def stop(self, handle: ReplicaHandle) -> None:
         """SIGTERM, then SIGKILL after a grace period; reaps the child."""
-        proc = handle.ref
-        assert isinstance(proc, subprocess.Popen)
+        proc: ChildProcess = handle.ref  # type: ignore[assignment]
         await self._terminate(proc)
         self._children.pop(proc.pid, None)
 
@@ -112,7 +158,7 @@ class ProcessOrchestrator:
         self._children.clear()
 
     @staticmethod
-    async def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    async def _terminate(proc: ChildProcess) -> None:
         if proc.poll() is None:
             proc.terminate()
             try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.deps import PoolDep, StrategyDep
+from app.orchestrators.base import ReplicaHandle
 from app.pool import State, natural_key
 
 
@@ -16,6 +17,7 @@ class ReplicaStatus(BaseModel):
 
     name: str
     address: str | None
+    pid: int | None = Field(None, description="process id (process backend)")
     state: State
     on_ring: bool
     consecutive_failures: int
@@ -37,6 +39,11 @@ class StatusResponse(BaseModel):
 router = APIRouter(tags=["status"])
 
 
+def _pid(handle: ReplicaHandle | None) -> int | None:
+    pid = getattr(handle.ref, "pid", None) if handle else None
+    return pid if isinstance(pid, int) else None
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness of the LB itself (not of the replicas)."""
@@ -52,6 +59,7 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
         ReplicaStatus(
             name=m.name,
             address=m.handle.address if m.handle else None,
+            pid=_pid(m.handle),
             state=m.state,
             on_ring=m.name in on_ring,
             consecutive_failures=m.fails,
