@@ -15,6 +15,8 @@ from app.errors import NoReplicasError
 from app.keys import KeyExtractor, random_key
 from app.pool import ReplicaPool
 from app.upstream import (
+    HOP_BY_HOP_HEADERS,
+    IDEMPOTENT_METHODS,
     UpstreamConnectError,
     UpstreamError,
     UpstreamResetError,
@@ -28,21 +30,6 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-# RFC 9110 §7.6.1: meaningful for one hop only. content-length is recomputed from the body we send.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    }
-)
-# Methods a proxy may repeat on another replica when the first attempt broke mid-flight (RFC 9110 §9.2.2).
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -121,30 +108,27 @@ class Proxy:
         send: Send,
     ) -> UpstreamResponse | None:
         """Try the next distinct replicas clockwise; reply with the error and return None if none answers."""
-        tries = 1
+        tried = {failed}
         while True:
             if isinstance(exc, UpstreamTimeout):
                 await _reply(send, 504, failure_body(f"Replica '{failed}' did not answer in time"))
                 return None
-            if isinstance(exc, UpstreamResetError) and method not in IDEMPOTENT:
+            if isinstance(exc, UpstreamResetError) and method not in IDEMPOTENT_METHODS:
                 # It may have been processed: repeating a POST elsewhere could apply it twice.
-                self.pool.report_failure(failed, "connection reset")
                 await _reply(send, 502, failure_body(f"Replica '{failed}' closed the connection mid-request"))
                 return None
-            if isinstance(exc, UpstreamConnectError | UpstreamResetError):
-                self.pool.report_failure(failed, type(exc).__name__)
+            if isinstance(exc, UpstreamConnectError):
+                # Refused: the replica is gone. (A reset may be one bad request, so it only retries.)
+                self.pool.report_failure(failed, "connection refused")
             logger.info("request to %s failed (%s); trying the next replica", failed, exc)
             table = self.pool.table
             candidate = None
-            if tries < self.max_tries:
-                for name in table.ring.successors(key):
-                    if name != failed:
-                        candidate = name
-                        break
+            if len(tried) < self.max_tries:
+                candidate = next((name for name in table.ring.successors(key) if name not in tried), None)
             if candidate is None:
                 await _reply(send, 503, failure_body("No replica could answer the request"))
                 return None
-            tries += 1
+            tried.add(candidate)
             failed = candidate
             try:
                 return await table.upstreams[candidate].request(method, target, headers, body)
@@ -156,7 +140,7 @@ class Proxy:
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         out: list[tuple[bytes, bytes]] = []
         has_body = False
-        drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP
+        drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP_HEADERS
         forwarded_for = b""
         for name, value in raw:
             if name in drop:
@@ -166,13 +150,13 @@ class Proxy:
                     has_body = True
                 elif name == b"connection":
                     # Headers the client named in Connection are hop-by-hop too.
-                    drop = HOP_BY_HOP | {t.strip().lower() for t in value.split(b",")}
+                    drop = HOP_BY_HOP_HEADERS | {t.strip().lower() for t in value.split(b",")}
                 continue
             if name == b"x-forwarded-for":
                 forwarded_for = value
                 continue
             out.append((name, value))
-        if drop is not HOP_BY_HOP:
+        if drop is not HOP_BY_HOP_HEADERS:
             out = [(n, v) for n, v in out if n not in drop]
         client = scope.get("client")
         if client:

@@ -21,7 +21,7 @@ IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", 
 # Methods whose requests carry a body by definition, so they always announce its length (even 0).
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 # Hop-by-hop headers (RFC 9110 §7.6.1) plus content-length: the caller frames its own response from len(body).
-_DROPPED_RESPONSE_HEADERS = frozenset(
+HOP_BY_HOP_HEADERS = frozenset(
     (
         b"connection",
         b"keep-alive",
@@ -188,7 +188,7 @@ class _Connection(asyncio.Protocol):
             # A chunked trailer: the de-chunked body is re-framed by length, so there is nowhere to put it.
             return
         lowered = name.lower()
-        if lowered in _DROPPED_RESPONSE_HEADERS:
+        if lowered in HOP_BY_HOP_HEADERS:
             if lowered == b"content-length" or lowered == b"transfer-encoding":
                 self._framed = True
             elif lowered == b"connection":

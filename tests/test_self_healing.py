@@ -133,3 +133,17 @@ def test_seed_behaviour_new_name_for_replacements(lb_factory: LBFactory) -> None
     wait_until(lambda: "Server 2" not in lb.replicas() and len(lb.replicas()) == 3, timeout=15)
     wait_until(lambda: all(r["state"] == "up" for r in lb.status().values()), timeout=15)
     assert lb.replicas() == ["Server 1", "Server 3", "Server 4"]
+
+
+def test_post_to_a_just_killed_replica_is_answered_by_another(lb_factory: LBFactory) -> None:
+    from tests.conftest import echo_command
+
+    lb = lb_factory(replicas="3", replica_command=echo_command(), heartbeat_interval="5")
+    victim = "Server 1"
+    keys = [k for k in (str(i) for i in range(200)) if lb.serving(k) == victim][:5]
+    os.kill(replica_pids(lb)[victim], signal.SIGKILL)
+    for key in keys:  # the monitor sleeps 5 s: the proxy alone must notice (refused -> next replica)
+        response = lb.client.post("/echo/order", params={"id": key}, content=b"pay 10")
+        assert response.status_code == 200, response.text
+        assert response.json()["body"] == "pay 10" and response.json()["server"] != victim
+    wait_until(lambda: 'event=down replica="Server 1" reason="connection refused" detected_by=proxy' in lb.log())
