@@ -15,8 +15,8 @@ from app.keys import make_key_extractor
 from app.orchestrators import make_orchestrator
 from app.pool import PoolLimits, ReplicaPool
 from app.proxy import Proxy
-from app.routers import proxy as proxy_routes
 from app.routers import metrics, replicas, status
+from app.routers import proxy as proxy_routes
 from app.routers import votes as vote_routes
 from app.settings import Settings
 from app.votes import VoteStore
