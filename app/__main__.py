@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from app.coalesce import CoalescingHttpToolsProtocol
 from app.main import create_app
 from app.settings import Settings
 
@@ -22,7 +23,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # httptools, one write per response
         log_config=None,
         access_log=False,
         proxy_headers=False,  # we are the edge: no X-Forwarded-* rewriting middleware per request
