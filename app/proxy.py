@@ -17,6 +17,7 @@ from app.pool import ReplicaPool
 from app.upstream import (
     HOP_BY_HOP_HEADERS,
     IDEMPOTENT_METHODS,
+    StaleConnectionError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamResetError,
@@ -113,6 +114,14 @@ class Proxy:
             if isinstance(exc, UpstreamTimeout):
                 await _reply(send, 504, failure_body(f"Replica '{failed}' did not answer in time"))
                 return None
+            if (
+                isinstance(exc, StaleConnectionError)
+                and method not in IDEMPOTENT_METHODS
+                and await self.pool.table.upstreams[failed].refuses()
+            ):
+                # A reused connection died without a byte of answer and the replica now refuses
+                # connections: it is gone (e.g. killed while the connection was idle), so try the next one.
+                exc = UpstreamConnectError(str(exc))
             if isinstance(exc, UpstreamResetError) and method not in IDEMPOTENT_METHODS:
                 # It may have been processed: repeating a POST elsewhere could apply it twice.
                 await _reply(send, 502, failure_body(f"Replica '{failed}' closed the connection mid-request"))

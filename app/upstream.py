@@ -51,7 +51,7 @@ class UpstreamTimeout(UpstreamError):
     """The replica accepted the request but did not answer within read_timeout."""
 
 
-class _StaleConnectionError(UpstreamResetError):
+class StaleConnectionError(UpstreamResetError):
     """A reused keep-alive connection died before any response byte: the replica closed it while idle."""
 
 
@@ -168,7 +168,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(UpstreamResponse(self._status, self._headers, b"".join(self._body)))
         elif self._served and not self._received:
             waiter.set_exception(
-                _StaleConnectionError(f"{self._pool.address} closed a reused connection before answering")
+                StaleConnectionError(f"{self._pool.address} closed a reused connection before answering")
             )
         else:
             waiter.set_exception(
@@ -377,7 +377,7 @@ class UpstreamPool:
             waiter = conn.send(data, head)
             try:
                 return await waiter
-            except _StaleConnectionError:
+            except StaleConnectionError:
                 if method not in IDEMPOTENT_METHODS:
                     raise
                 logger.debug("%s closed an idle connection; retrying %s once", self.address, method)
@@ -391,6 +391,16 @@ class UpstreamPool:
         except asyncio.CancelledError:
             conn.give_up(waiter)
             raise
+
+    async def refuses(self) -> bool:
+        """Whether a fresh connect is refused now (the replica is gone): a probe, no request is sent."""
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, writer = await asyncio.open_connection(self._host, self._port)
+        except OSError:
+            return True
+        writer.close()
+        return False
 
     async def close(self) -> None:
         """Close idle connections; in-flight ones close when their response completes."""

@@ -146,4 +146,5 @@ def test_post_to_a_just_killed_replica_is_answered_by_another(lb_factory: LBFact
         response = lb.client.post("/echo/order", params={"id": key}, content=b"pay 10")
         assert response.status_code == 200, response.text
         assert response.json()["body"] == "pay 10" and response.json()["server"] != victim
-    wait_until(lambda: 'event=down replica="Server 1" reason="connection refused" detected_by=proxy' in lb.log())
+    down = 'event=down replica="Server 1" reason="connection refused" detected_by=proxy'
+    wait_until(lambda: down in lb.log())
