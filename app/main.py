@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.deps import resolve_strategy
+from app.docs import install_offline_docs
 from app.fastpath import LoadBalancerApp, ReservedPaths
 from app.handlers import install_error_handlers
 from app.heartbeat import HealthMonitor, HealthPolicy
@@ -85,10 +86,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the LB; `settings` defaults to the environment (LB_* variables)."""
     settings = settings or Settings()
     app = LoadBalancerApp(
-        title="Consistent-hashing load balancer", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+        title="Consistent-hashing load balancer",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # replaced by install_offline_docs: no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_offline_docs(app)
     control_routers = [replicas.router, status.router, metrics.router, vote_routes.router]
     for router in control_routers:
         app.include_router(router)
