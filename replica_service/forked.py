@@ -18,7 +18,8 @@ from replica_service.lifeline import die_with_parent
 
 def serve(server_id: str, sock: socket.socket) -> None:
     """Child entry point: die with the fork server (which dies with the LB), then serve on `sock`."""
-    die_with_parent()
+    fork_server = os.environ.get("CHLB_FORKSERVER_PID")
+    die_with_parent(int(fork_server) if fork_server else None)
     os.setsid()  # Ctrl-C at the terminal reaches the LB only; it stops replicas in order
     os.environ["SERVER_ID"] = server_id
     config = uvicorn.Config(create_app(server_id), log_level="warning", access_log=False)

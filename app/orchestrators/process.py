@@ -71,6 +71,7 @@ def _fork_context() -> multiprocessing.context.ForkServerContext:
     """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["replica_service.forkserver_preload"])
+    os.environ["CHLB_LB_PID"] = str(os.getpid())  # lets the fork server notice an LB already gone
     multiprocessing.forkserver.ensure_running()
     return ctx
 
