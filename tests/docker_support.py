@@ -12,9 +12,8 @@ stay cached between runs: the tags are ours, and a rebuild from cache takes ~1 s
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REPLICA_TEST_IMAGE = "chlb-replica:test"
 ENGINE_DEADLINE = 180.0
 BASE_DEADLINE = 600.0  # debootstrap of the local base image: ~45 s, more on a slow mirror
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
 
 
 def _script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
