@@ -39,6 +39,7 @@ def pool_limits(settings: Settings) -> PoolLimits:
         start_timeout=settings.start_timeout,
         max_replicas=settings.max_replicas,
         restart_backoff_max=settings.restart_backoff_max,
+        replacement_gets_new_name=settings.replacement_name == "new",
     )
 
 
@@ -48,7 +49,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
     pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings))
-    pool.use_new_names_for_replacements(settings.replacement_name == "new")
     proxy = Proxy(
         pool,
         make_key_extractor(settings.key_source, settings.key_name),

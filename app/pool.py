@@ -71,7 +71,7 @@ class RoutingTable:
 
 @dataclass(frozen=True)
 class PoolLimits:
-    """Timeouts and caps the pool applies to replicas it starts."""
+    """Timeouts, caps and replacement policy the pool applies to replicas it starts."""
 
     connect_timeout: float = 0.5
     read_timeout: float = 10.0
@@ -81,6 +81,7 @@ class PoolLimits:
     max_replicas: int = 50
     restart_backoff_base: float = 0.5
     restart_backoff_max: float = 30.0
+    replacement_gets_new_name: bool = False  # the seed's behaviour; default: the dead replica's name
 
 
 def _address(member: Member) -> str | None:
@@ -149,6 +150,8 @@ class ReplicaPool:
             if errors:
                 await asyncio.gather(*(self._stop(m) for m in members))
                 first = errors[0]
+                if isinstance(first, LoadBalancerError) and not isinstance(first, ReplicaStartError):
+                    raise first  # e.g. a foreign container holds the name: 409, as the user's error
                 if not isinstance(first, Exception):
                     raise first
                 reason = first.message if isinstance(first, ReplicaStartError) else repr(first)
@@ -156,9 +159,7 @@ class ReplicaPool:
             for member in members:
                 member.state = State.UP
                 self.members[member.name] = member
-                log_event(
-                    logging.INFO, "up", member.name, address=member.handle.address if member.handle else None
-                )
+                log_event(logging.INFO, "up", member.name, address=_address(member))
             self.rebuild()
             logger.info("added %s; members now %s", names, self.names())
             return names
@@ -187,8 +188,7 @@ class ReplicaPool:
                 log_event(logging.INFO, "adopted", handle.name, address=handle.address)
             for name in self._generate_names(max(0, count - len(self.members))):
                 self.members[name] = self._new_member(name)
-            pending = [m for m in self.members.values()]
-            await asyncio.gather(*(self.bring_up(m) for m in pending))
+            await asyncio.gather(*(self.bring_up(m) for m in list(self.members.values())))
 
     async def bring_up(self, member: Member) -> None:
         """Start (or adopt the handle of) `member` and put it on the ring; on failure schedule a retry."""
@@ -232,7 +232,7 @@ class ReplicaPool:
         member.busy = False
         if self.members.get(member.name) is not member:
             return
-        if self._replacement_gets_new_name:
+        if self.limits.replacement_gets_new_name:
             async with self._lock:
                 if self.members.get(member.name) is not member:
                     return
@@ -250,12 +250,6 @@ class ReplicaPool:
                 )
                 member = fresh
         await self.bring_up(member)
-
-    _replacement_gets_new_name = False
-
-    def use_new_names_for_replacements(self, enabled: bool) -> None:
-        """The seed's behaviour: a replacement gets a fresh generated name instead of the dead one's."""
-        self._replacement_gets_new_name = enabled
 
     async def close(self) -> None:
         """LB shutdown: drop connections, then let the orchestrator stop (or keep) what it started."""

@@ -34,4 +34,3 @@ class HashStrategy(Protocol):
     def build(self, replicas: Sequence[str]) -> Ring:
         """Return a ring over `replicas` (order-independent)."""
         ...
-
