@@ -148,3 +148,15 @@ def test_post_to_a_just_killed_replica_is_answered_by_another(lb_factory: LBFact
         assert response.json()["body"] == "pay 10" and response.json()["server"] != victim
     down = 'event=down replica="Server 1" reason="connection refused" detected_by=proxy'
     wait_until(lambda: down in lb.log())
+
+
+def test_default_settings_detect_a_killed_idle_replica_within_a_second(lb_factory: LBFactory) -> None:
+    from app.settings import Settings
+
+    lb = lb_factory(replicas="2", heartbeat_interval=str(Settings.model_fields["heartbeat_interval"].default))
+    pid = replica_pids(lb)["Server 1"]
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)  # no traffic: only the monitor can notice
+    wait_until(lambda: lb.status()["Server 1"]["restarts"] >= 1, timeout=5)
+    assert time.monotonic() - killed < 1.0
+    wait_until(lambda: serving_again(lb, "Server 1", pid), timeout=10)
