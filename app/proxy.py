@@ -93,7 +93,8 @@ class Proxy:
             path = scope["path"]
             await _reply(send, 400, failure_body(f"'{path}' endpoint does not exist in server replicas"))
             return
-        response.headers.append((b"content-length", str(len(response.body)).encode()))
+        if method != b"HEAD":  # a HEAD answer has no body; a length of 0 would misstate the resource's
+            response.headers.append((b"content-length", str(len(response.body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         await send({"type": "http.response.body", "body": response.body})
 
