@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.coalesce import CoalescingHttpToolsProtocol
 from app.main import create_app
 from app.settings import Settings
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value exits with one line per problem, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "LB_" + "_".join(str(part) for part in err["loc"]).upper()
+            sys.stderr.write(f"invalid setting {name}={err.get('input')!r}: {err['msg']}\n")
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     """Configure logging, then serve on uvloop + httptools (the fastest uvicorn stack)."""
-    settings = Settings()
+    settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -25,7 +38,7 @@ def main() -> None:
         loop="uvloop",
         http=CoalescingHttpToolsProtocol,  # httptools, one write per response
         log_config=None,
-        access_log=False,
+        access_log=settings.access_log,
         proxy_headers=False,  # we are the edge: no X-Forwarded-* rewriting middleware per request
         server_header=False,  # proxied responses carry the replica's own Server and Date headers
         date_header=False,

@@ -75,4 +75,5 @@ class Settings(BaseSettings):
 
     # Fast path: non-control requests skip FastAPI routing (same behaviour, documented route).
     fast_path: bool = True
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(False, description="one log line per request (uvicorn access log); costs speed")
