@@ -28,4 +28,3 @@ def create_app(server_id: str | None = None) -> FastAPI:
         return Response(status_code=200)
 
     return app
-

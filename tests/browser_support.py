@@ -61,7 +61,6 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
-
 def screenshot_dir(request: pytest.FixtureRequest) -> Path:
     """test-output/<test name>/, created."""
     path = OUTPUT / str(request.node.name)
