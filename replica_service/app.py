@@ -17,12 +17,12 @@ def create_app(server_id: str | None = None) -> FastAPI:
     ).encode()
     app = FastAPI(title=f"Replica {name}", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get("/home")
+    @app.api_route("/home", methods=["GET", "HEAD"])
     async def home() -> Response:
         """Say which replica answered."""
         return Response(home_bytes, media_type="application/json")
 
-    @app.get("/heartbeat")
+    @app.api_route("/heartbeat", methods=["GET", "HEAD"])
     async def heartbeat() -> Response:
         """Liveness probe for the LB: 200 with an empty body."""
         return Response(status_code=200)

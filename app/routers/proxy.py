@@ -21,6 +21,7 @@ class ProxiedResponse(Response):
     """Hands the raw ASGI exchange to the proxy instead of rendering a body."""
 
     def __init__(self, request: Request) -> None:
+        super().__init__()  # the attributes Starlette's wrappers read (background, headers, ...)
         self._request = request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
