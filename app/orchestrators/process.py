@@ -15,6 +15,7 @@ import multiprocessing.process
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -63,6 +64,16 @@ class ForkedReplica:
         return code
 
 
+EXEC_REPLICA = [sys.executable, "-m", "replica_service", "--fd", "{fd}"]
+
+
+def _main_is_reimportable() -> bool:
+    """Whether multiprocessing can re-import __main__ in the fork server (as it always tries to)."""
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    return getattr(main, "__spec__", None) is not None or main_file is None or os.path.isfile(main_file)
+
+
 def _fork_context() -> multiprocessing.context.ForkServerContext:
     """One fork server per LB, with FastAPI and uvicorn imported before any replica forks.
 
@@ -88,6 +99,8 @@ class ProcessOrchestrator:
         self.name_prefix = self.DEFAULT_PREFIX if name_prefix is None else name_prefix
         self._host = host
         # No command: fork replicas from a warm fork server (fast). A command: exec it (any server).
+        if not command and not _main_is_reimportable():
+            command = EXEC_REPLICA  # e.g. code piped to `python -`: the fork server could not re-import it
         self._command = list(command) if command else None
         self._fork: multiprocessing.context.ForkServerContext | None = None if command else _fork_context()
         self._children: dict[int, ChildProcess] = {}
