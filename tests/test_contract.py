@@ -273,7 +273,9 @@ def test_oversized_body_is_413(lb_factory: LBFactory) -> None:
 def test_fast_path_off_behaves_the_same(lb_factory: LBFactory) -> None:
     lb = lb_factory(replicas="2", fast_path="false")
     assert lb.client.get("/home", params={"id": "7"}).json()["message"].startswith("Hello from Server: ")
-    assert_failure(lb.client.get("/other"), 400, "<Error> '/other' endpoint does not exist in server replicas")
+    assert_failure(
+        lb.client.get("/other"), 400, "<Error> '/other' endpoint does not exist in server replicas"
+    )
     assert_failure(lb.client.get("/add"), 405)
     assert membership(lb.client.get("/rep")) == ["Server 1", "Server 2"]
     assert lb.client.head("/home", params={"id": "7"}).status_code == 200
