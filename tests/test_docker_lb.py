@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.backends import Backend
-from tests.lb_support import ROOT, LBFactory, RunningLB, wait_until
+from tests.lb_support import ROOT, LBFactory, RunningLB, free_port, wait_until
 from tests.load import Load
 
 pytestmark = pytest.mark.docker
@@ -66,11 +65,6 @@ def test_replica_names_must_be_valid_container_names(docker_backend: Backend, lb
     assert lb.replicas() == be.gen(1)
 
 
-def port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def compose(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["docker", "compose", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
@@ -78,16 +72,15 @@ def compose(*args: str, env: dict[str, str], timeout: float) -> subprocess.Compl
 
 
 def test_compose_up_serves_three_and_down_leaves_nothing(docker_engine: Any, base_image: str) -> None:
-    if port_in_use(5000):
-        pytest.skip("port 5000 is taken on this machine; the compose stack publishes the LB there")
-    env = {**os.environ, "BASE_IMAGE": base_image}
+    port = free_port()  # CHLB_PORT: the stack publishes the LB here instead of 5000
+    env = {**os.environ, "BASE_IMAGE": base_image, "CHLB_PORT": str(port)}
     up = compose("up", "-d", "--build", env=env, timeout=900)
     assert up.returncode == 0, up.stderr
     try:
 
         def three_replicas() -> list[str] | None:
             try:
-                body = httpx.get("http://127.0.0.1:5000/rep", timeout=1.0).json()
+                body = httpx.get(f"http://127.0.0.1:{port}/rep", timeout=1.0).json()
             except (httpx.HTTPError, ValueError):
                 return None
             names: list[str] = body["message"]["replicas"]
@@ -97,7 +90,7 @@ def test_compose_up_serves_three_and_down_leaves_nothing(docker_engine: Any, bas
         assert names == ["server1", "server2", "server3"]
         seen = set()
         for k in range(300):
-            response = httpx.get("http://127.0.0.1:5000/home", params={"id": str(k)}, timeout=5.0)
+            response = httpx.get(f"http://127.0.0.1:{port}/home", params={"id": str(k)}, timeout=5.0)
             assert response.status_code == 200
             seen.add(response.json()["message"].split(":")[-1].strip())
         assert seen == set(names)
