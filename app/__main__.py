@@ -8,7 +8,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from app.coalesce import CoalescingHttpToolsProtocol
+from app.dataplane.coalesce import CoalescingHttpToolsProtocol
 from app.main import create_app
 from app.settings import Settings
 

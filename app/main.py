@@ -7,20 +7,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.deps import resolve_strategy
-from app.docs import install_offline_docs
-from app.fastpath import LoadBalancerApp, ReservedPaths
-from app.handlers import install_error_handlers
-from app.heartbeat import HealthMonitor, HealthPolicy
-from app.keys import make_key_extractor
-from app.orchestrators import make_orchestrator
-from app.pool import PoolLimits, ReplicaPool
-from app.proxy import Proxy
-from app.routers import metrics, replicas, status
-from app.routers import proxy as proxy_routes
-from app.routers import votes as vote_routes
+from app.api.deps import resolve_strategy
+from app.api.docs import install_offline_docs
+from app.api.error_handlers import install_error_handlers
+from app.api.routers import metrics, replicas, status
+from app.api.routers import proxy as proxy_routes
+from app.control.health import HealthMonitor, HealthPolicy
+from app.control.pool import PoolLimits, ReplicaPool
+from app.dataplane.front import LoadBalancerApp, ReservedPaths
+from app.dataplane.keys import make_key_extractor
+from app.dataplane.proxy import Proxy
+from app.runtimes import make_orchestrator
 from app.settings import Settings
-from app.votes import VoteStore
+from app.voting import routes as vote_routes
+from app.voting.store import VoteStore
 
 DESCRIPTION = """
 Consistent-hashing HTTP load balancer. `/add`, `/rm`, `/rep` manage the replicas; every other path is

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.ring import Ring
-from app.strategies import STRATEGIES, make_strategy
+from app.ring import STRATEGIES, Ring, make_strategy
 
 DEFAULT_OUT = Path(__file__).parent / "out" / "ring.md"
 

@@ -1,8 +1,8 @@
-"""The upstream client alone: app.upstream vs httpx.AsyncClient (vs aiohttp when installed), one run.
+"""The upstream client alone: our upstream client vs httpx.AsyncClient (vs aiohttp when installed), one run.
 
 A bare ASGI app on uvicorn + uvloop + httptools (its own process) answers GET /home with a 57-byte JSON.
 Each client does sequential GETs, then GETs from 32 concurrent workers, on uvloop like the proxy. Prints and
-writes bench/out/upstream.md: wall µs/request, client-process CPU µs/request, and ratios to app.upstream.
+writes bench/out/upstream.md: wall µs/request, client-process CPU µs/request, and ratios to ours.
 A "floor" row (raw Protocol, fixed request bytes, no parsing) shows what is left to win.
 `python -m bench.upstream_bench [--requests N] [--concurrency C] [--passes P]`
 """
@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import uvloop
 
-from app.upstream import UpstreamPool
+from app.dataplane.upstream import UpstreamPool
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"message":"Hello from Server: S1","status":"successful"}'
@@ -138,7 +138,7 @@ async def make_clients(port: int, total: int) -> list[tuple[str, int, Callable[[
 
         return call
 
-    clients.append(("app.upstream", total, ours, pool.close))
+    clients.append(("app.dataplane.upstream", total, ours, pool.close))
 
     loop = asyncio.get_running_loop()
     raw = b"GET /home?id=123456 HTTP/1.1\r\nhost: replica\r\nuser-agent: bench\r\naccept: */*\r\n\r\n"
@@ -219,16 +219,16 @@ async def run(port: int, total: int, concurrency: int, passes: int) -> list[Resu
 
 
 def render(results: list[Result], args: argparse.Namespace) -> str:
-    ours = {r.mode: r for r in results if r.client == "app.upstream"}
+    ours = {r.mode: r for r in results if r.client == "app.dataplane.upstream"}
     lines = [
-        "# app.upstream vs other asyncio HTTP clients",
+        "# app.dataplane.upstream vs other asyncio HTTP clients",
         "",
         f"Backend: bare ASGI app on uvicorn + uvloop + httptools (own process), GET /home → 57-byte JSON. "
-        f"Clients on uvloop; {args.requests} requests per app.upstream run (httpx: a tenth), median of "
+        f"Clients on uvloop; {args.requests} requests per run of ours (httpx: a tenth), median of "
         f"{args.passes} passes, each after a warm-up. Python {platform.python_version()}, "
         f"{platform.machine()}, 2 shared cores: compare ratios, not absolutes.",
         "",
-        "| client | mode | wall µs/req | client CPU µs/req | CPU × app.upstream |",
+        "| client | mode | wall µs/req | client CPU µs/req | CPU × app.dataplane.upstream |",
         "|---|---|---:|---:|---:|",
     ]
     for r in results:
@@ -240,7 +240,7 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--requests", type=int, default=20000, help="requests per timed run of app.upstream")
+    parser.add_argument("--requests", type=int, default=20000, help="requests per timed run of our client")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "upstream.md")

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from matplotlib.figure import Figure
 
-from app.strategies import make_strategy
+from app.ring import make_strategy
 from experiments.client import PassResult
 from experiments.common import (
     DEFAULT_STRATEGY,

@@ -25,9 +25,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from app.strategies import make_strategy
-from app.strategies.course import assignment_key_slot, assignment_vserver_slot
-from app.strategies.slots import SLOTS, VSERVERS, SlotRing
+from app.ring import make_strategy
+from app.ring.slot_strategies import assignment_key_slot, assignment_vserver_slot
+from app.ring.slots import SLOTS, VSERVERS, SlotRing
 from experiments import a1, a2
 from experiments.common import (
     COLORS,
@@ -92,7 +92,7 @@ def predict_with_hashseed(
     """key -> replica from make_strategy in a fresh interpreter with PYTHONHASHSEED=hashseed."""
     code = (
         "import json, sys\n"
-        "from app.strategies import make_strategy\n"
+        "from app.ring import make_strategy\n"
         "job = json.load(sys.stdin)\n"
         "ring = make_strategy(job['strategy']).build(job['members'])\n"
         "json.dump({k: ring.lookup(k) for k in job['keys']}, sys.stdout)\n"

@@ -22,8 +22,8 @@ import matplotlib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from app.ring import STRATEGIES, make_strategy
 from app.settings import Settings
-from app.strategies import STRATEGIES, make_strategy
 from experiments.client import TRANSPORTS, PassResult, TransportName, fetch_keys, make_transport
 from experiments.launch import LocalLB, running_lb
 
@@ -161,7 +161,7 @@ def natural_sorted(names: Iterable[str]) -> list[str]:
 
 
 def predicted(strategy: str, members: Sequence[str], keys: Iterable[str]) -> dict[str, str] | None:
-    """key -> replica by the in-process ring (app.strategies); None for builtin, salted per process."""
+    """key -> replica by the in-process ring (app.ring); None for builtin, salted per process."""
     if strategy == "builtin":
         return None
     ring = make_strategy(strategy).build(list(members))

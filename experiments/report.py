@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.strategies.slots import SLOTS, VSERVERS
+from app.ring.slots import SLOTS, VSERVERS
 from experiments.a1 import Row
 from experiments.a2 import Sweep
 from experiments.a4 import SEED_A, SEED_B, ZIPF_EXPONENT, ZIPF_UNIVERSE, Comparison, SlotAnalysis, step

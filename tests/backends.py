@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.pool import natural_key
+from app.control.pool import natural_key
 
 
 @dataclass

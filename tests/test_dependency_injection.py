@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from fastapi.testclient import TestClient
 
-from app.deps import get_strategy
+from app.api.deps import get_strategy
 from app.errors import NoReplicasError
 from app.main import create_app
 from app.settings import Settings

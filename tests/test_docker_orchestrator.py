@@ -15,8 +15,8 @@ import pytest
 from docker.errors import NotFound
 
 from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError
-from app.orchestrators.base import ReplicaHandle
-from app.orchestrators.docker import DockerOrchestrator, create_docker_orchestrator
+from app.runtimes.base import ReplicaHandle
+from app.runtimes.docker import DockerOrchestrator, create_docker_orchestrator
 from app.settings import Settings
 
 if TYPE_CHECKING:  # imported by pytest as a plugin below, so its asserts are rewritten

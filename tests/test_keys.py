@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.keys import make_key_extractor, random_key
+from app.dataplane.keys import make_key_extractor, random_key
 from tests.lb_support import LBFactory
 
 

@@ -16,13 +16,12 @@ import pytest
 from uhashring import HashRing
 
 from app.errors import NoReplicasError
-from app.ring import Ring
-from app.strategies import STRATEGIES, KetamaStrategy, MaglevStrategy, make_strategy
-from app.strategies.common import hash64, replica_number
-from app.strategies.course import assignment_key_slot
-from app.strategies.maglev import populate
-from app.strategies.rendezvous import score_key, seed_of, weight
-from app.strategies.slots import SLOTS, VSERVERS
+from app.ring import STRATEGIES, KetamaStrategy, MaglevStrategy, Ring, make_strategy
+from app.ring.hashing import hash64, replica_number
+from app.ring.maglev import populate
+from app.ring.rendezvous import score_key, seed_of, weight
+from app.ring.slot_strategies import assignment_key_slot
+from app.ring.slots import SLOTS, VSERVERS
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
@@ -289,7 +288,7 @@ def test_maglev_table_size_must_be_prime() -> None:
 # --- builtin: salted per process ------------------------------------------------------------------------
 
 _PRINT_MAPPING = (
-    "import json; from app.strategies import make_strategy; "
+    "import json; from app.ring import make_strategy; "
     "r = make_strategy('builtin').build([f'Server {i}' for i in range(1, 4)]); "
     "print(json.dumps([r.lookup(str(k)) for k in range(100000, 100300)]))"
 )

@@ -1,4 +1,4 @@
-"""app.upstream against real servers: a byte-scripted one for edge cases, uvicorn for interop."""
+"""app.dataplane.upstream against real servers: a byte-scripted one for edge cases, uvicorn for interop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.upstream import (
+from app.dataplane.upstream import (
     UpstreamConnectError,
     UpstreamPool,
     UpstreamResetError,

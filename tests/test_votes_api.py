@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.routers.votes import OptionCard
+from app.voting.routes import OptionCard
 from tests.vote_app import TestClient, make_app, make_settings
 
 ZERO = {"docker": 0, "helm": 0, "kubernetes": 0, "prometheus": 0}

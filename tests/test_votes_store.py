@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import InvalidRequestError
-from app.votes import VoteStore
+from app.voting.store import VoteStore
 
 OPTIONS = ("kubernetes", "docker", "helm", "prometheus")
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +149,7 @@ def test_concurrent_voters_are_each_counted_once(store: VoteStore, db_path: Path
 CHILD = """
 import sys
 from pathlib import Path
-from app.votes import VoteStore
+from app.voting.store import VoteStore
 
 store = VoteStore(Path(sys.argv[1]), sys.argv[2].split(","))
 i = 0

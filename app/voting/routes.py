@@ -16,9 +16,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app.deps import VoteStoreDep
+from app.api.deps import VoteStoreDep
+from app.api.schemas import Failure
 from app.errors import InvalidRequestError
-from app.schemas import Failure, VoteRequest, VoteResult
+from app.voting.schemas import VoteRequest, VoteResult
 
 __all__ = [
     "STATIC_DIR",

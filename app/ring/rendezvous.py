@@ -6,8 +6,8 @@ from collections.abc import Iterator, Sequence
 from hashlib import md5
 from typing import ClassVar
 
-from app.ring import Ring
-from app.strategies.common import EmptyRing, hash64, members
+from app.ring.base import Ring
+from app.ring.hashing import EmptyRing, hash64, members
 
 # 30-bit arithmetic: CPython ints below 2^30 are one digit, which makes the per-replica mix ~25% cheaper
 # than 64-bit. Ties (2^-30 per pair) go to the first name in sorted order, so lookups stay deterministic.

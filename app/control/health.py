@@ -16,8 +16,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from app.events import log_event
-from app.pool import Member, ReplicaPool, State
+from app.control.events import log_event
+from app.control.pool import Member, ReplicaPool, State
 
 logger = logging.getLogger(__name__)
 

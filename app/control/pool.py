@@ -2,7 +2,7 @@
 
 This is the only mutable shared state. The proxy reads `pool.table` (one attribute, swapped whole on
 every change), so it never sees a half-built ring and takes no lock. Membership changes (/add, /rm)
-are serialized by one asyncio.Lock; health transitions and replacements come from app.heartbeat.
+are serialized by one asyncio.Lock; health transitions and replacements come from app.control.health.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from app.control.events import log_event
+from app.dataplane.upstream import UpstreamError, UpstreamPool
 from app.errors import (
     InvalidRequestError,
     LoadBalancerError,
@@ -22,10 +24,8 @@ from app.errors import (
     ReplicaStartError,
     UnknownReplicaError,
 )
-from app.events import log_event
-from app.orchestrators.base import Orchestrator, ReplicaHandle
 from app.ring import HashStrategy, Ring
-from app.upstream import UpstreamError, UpstreamPool
+from app.runtimes.base import Orchestrator, ReplicaHandle
 
 logger = logging.getLogger(__name__)
 

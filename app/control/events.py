@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
-logger = logging.getLogger("app.events")
+logger = logging.getLogger(__name__)
 
 
 def _value(value: object) -> str:

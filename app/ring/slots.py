@@ -9,8 +9,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
-from app.ring import Ring
-from app.strategies.common import EmptyRing, members, replica_number
+from app.ring.base import Ring
+from app.ring.hashing import EmptyRing, members, replica_number
 
 SLOTS = 512
 VSERVERS = 9  # log2(SLOTS), as the course specifies

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.deps import PoolDep
-from app.pool import ReplicaPool, State
+from app.api.deps import PoolDep
+from app.control.pool import ReplicaPool, State
 
 router = APIRouter(tags=["status"])
 

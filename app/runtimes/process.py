@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from app.errors import InvalidRequestError, ReplicaStartError
-from app.orchestrators.base import ReplicaHandle
+from app.runtimes.base import ReplicaHandle
 from replica_service.forked import serve
 from replica_service.lifeline import die_with_parent
 

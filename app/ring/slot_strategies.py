@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from hashlib import md5, sha256
 from typing import ClassVar
 
-from app.ring import Ring
-from app.strategies.common import hash64, replica_number
-from app.strategies.slots import SLOTS, build_slot_ring
+from app.ring.base import Ring
+from app.ring.hashing import hash64, replica_number
+from app.ring.slots import SLOTS, build_slot_ring
 
 
 def builtin_key_slot(key: str) -> int:

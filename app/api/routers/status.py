@@ -7,9 +7,9 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.deps import PoolDep, StrategyDep
-from app.orchestrators.base import ReplicaHandle
-from app.pool import State, natural_key
+from app.api.deps import PoolDep, StrategyDep
+from app.control.pool import State, natural_key
+from app.runtimes.base import ReplicaHandle
 
 
 class ReplicaStatus(BaseModel):

@@ -11,10 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from app.errors import NoReplicasError
-from app.keys import KeyExtractor, random_key
-from app.pool import ReplicaPool
-from app.upstream import (
+from app.control.pool import ReplicaPool
+from app.dataplane.keys import KeyExtractor, random_key
+from app.dataplane.upstream import (
     HOP_BY_HOP_HEADERS,
     IDEMPOTENT_METHODS,
     StaleConnectionError,
@@ -24,6 +23,7 @@ from app.upstream import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from app.errors import NoReplicasError
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from app.ring import HashStrategy
+from app.ring import HashStrategy, make_strategy
 from app.settings import Settings
-from app.strategies import make_strategy
 
 if TYPE_CHECKING:
-    from app.pool import ReplicaPool
-    from app.votes import VoteStore
+    from app.control.pool import ReplicaPool
+    from app.voting.store import VoteStore
 
 
 def get_settings(request: Request) -> Settings:

@@ -6,9 +6,9 @@ from collections.abc import Iterator, Sequence
 from hashlib import md5
 from typing import ClassVar
 
-from app.ring import Ring
-from app.strategies.common import EmptyRing, hash64, members
-from app.strategies.rendezvous import rank, score_key, seed_of
+from app.ring.base import Ring
+from app.ring.hashing import EmptyRing, hash64, members
+from app.ring.rendezvous import rank, score_key, seed_of
 
 TABLE_SIZE = 65537  # prime, so every skip in 1..M-1 makes a full permutation
 

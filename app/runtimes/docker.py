@@ -25,7 +25,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError
-from app.orchestrators.base import ReplicaHandle
+from app.runtimes.base import ReplicaHandle
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -5,11 +5,11 @@ Rings are pure, immutable and deterministic; only `builtin` uses hash(), to show
 
 from __future__ import annotations
 
-from app.ring import HashStrategy
-from app.strategies.course import AssignmentStrategy, BuiltinStrategy, Sha256Strategy
-from app.strategies.ketama import KetamaStrategy
-from app.strategies.maglev import MaglevStrategy
-from app.strategies.rendezvous import RendezvousStrategy
+from app.ring.base import HashStrategy
+from app.ring.ketama import KetamaStrategy
+from app.ring.maglev import MaglevStrategy
+from app.ring.rendezvous import RendezvousStrategy
+from app.ring.slot_strategies import AssignmentStrategy, BuiltinStrategy, Sha256Strategy
 
 __all__ = [
     "STRATEGIES",

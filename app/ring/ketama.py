@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 from hashlib import md5
 from typing import ClassVar
 
-from app.ring import Ring
-from app.strategies.common import EmptyRing, members
+from app.ring.base import Ring
+from app.ring.hashing import EmptyRing, members
 
 POINTS_PER_DIGEST = 4  # libketama cuts each 16-byte md5 digest into four 32-bit points
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.schemas import Failure
+from app.api.schemas import Failure
 
 router = APIRouter(tags=["proxy"])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import PoolDep
-from app.pool import ReplicaPool
-from app.schemas import AddRequest, Failure, Membership, MembershipResponse, RemoveRequest
+from app.api.deps import PoolDep
+from app.api.schemas import AddRequest, Failure, Membership, MembershipResponse, RemoveRequest
+from app.control.pool import ReplicaPool
 
 router = APIRouter(tags=["replicas"])
 

@@ -53,25 +53,3 @@ class RemoveRequest(BaseModel):
     hostnames: list[str] = Field(
         default_factory=list, description="names to remove, at most n", examples=[["S5"]]
     )
-
-
-class VoteRequest(BaseModel):
-    """Body of POST /api/vote."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    option: str = Field(
-        min_length=1,
-        max_length=64,
-        description="one of the configured options (the keys of GET /api/votes)",
-        examples=["docker"],
-    )
-
-
-class VoteResult(BaseModel):
-    """Counts after a vote, per option."""
-
-    votes: dict[str, int] = Field(
-        description="votes per option, every configured option present (0 if nobody chose it)",
-        examples=[{"docker": 4, "helm": 1, "kubernetes": 7, "prometheus": 2}],
-    )

@@ -1,0 +1,1 @@
+"""The LB's own HTTP routes: membership (/add, /rm, /rep), status, metrics, and the documented catch-all."""

@@ -1,0 +1,1 @@
+"""Control plane: desired membership, one lifecycle owner per replica, health probing."""

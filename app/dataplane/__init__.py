@@ -1,0 +1,1 @@
+"""Data plane, the hot path: request -> key -> ring -> pooled upstream call -> response."""

@@ -1,0 +1,1 @@
+"""The tech-stack vote: durable store, API routes and the page."""
