@@ -8,7 +8,8 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from app.dataplane.coalesce import CoalescingHttpToolsProtocol
+from app.dataplane.front import LoadBalancerApp
+from app.dataplane.server import Front, FrontLimits
 from app.main import create_app
 from app.settings import Settings
 
@@ -24,6 +25,17 @@ def load_settings() -> Settings:
         raise SystemExit(2) from None
 
 
+def front_limits(settings: Settings) -> FrontLimits:
+    """The client side's view of the settings."""
+    return FrontLimits(
+        header_timeout=settings.header_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+        max_body_bytes=settings.max_body_bytes,
+    )
+
+
 def main() -> None:
     """Configure logging, then serve on uvloop + httptools (the fastest uvicorn stack)."""
     settings = load_settings()
@@ -31,12 +43,15 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    app = create_app(settings)
+    assert isinstance(app, LoadBalancerApp)
+    front = Front(app, front_limits(settings))
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,  # httptools, one write per response
+        http=front.protocol,  # type: ignore[arg-type]  # our Protocol: proxied requests never become ASGI
         log_config=None,
         access_log=settings.access_log,
         proxy_headers=False,  # we are the edge: no X-Forwarded-* rewriting middleware per request

@@ -14,6 +14,7 @@ from app.api.routers import metrics, replicas, status
 from app.api.routers import proxy as proxy_routes
 from app.control.health import HealthMonitor, HealthPolicy
 from app.control.pool import PoolLimits, ReplicaPool
+from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
@@ -49,12 +50,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
     pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings))
-    proxy = Proxy(
-        pool,
-        make_key_extractor(settings.key_source, settings.key_name),
-        max_tries=settings.max_tries,
-        max_body_bytes=settings.max_body_bytes,
-    )
+    extract_key = make_key_extractor(settings.key_source, settings.key_name)
+    limits = {"max_tries": settings.max_tries, "max_body_bytes": settings.max_body_bytes}
+    proxy = Proxy(pool, extract_key, **limits)
     monitor = HealthMonitor(
         pool,
         HealthPolicy(
@@ -73,10 +71,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         monitor.start()
         if settings.fast_path and isinstance(app, LoadBalancerApp):
             app.fast_proxy = proxy
+            app.data_plane = DataPlane(pool, extract_key, **limits)
         yield
     finally:
         if isinstance(app, LoadBalancerApp):
             app.fast_proxy = None
+            app.data_plane = None
         await monitor.stop()
         await pool.close()
         app.state.votes.close()

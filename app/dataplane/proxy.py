@@ -6,12 +6,12 @@ __init__; per request there is one ring lookup, one upstream write and two ASGI 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from app.control.pool import ReplicaPool
+from app.dataplane.http1 import failure_body
 from app.dataplane.keys import KeyExtractor, random_key
 from app.dataplane.upstream import (
     HOP_BY_HOP_HEADERS,
@@ -32,11 +32,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def failure_body(message: str) -> bytes:
-    """The contract's error body, rendered once per distinct message."""
-    return json.dumps({"message": f"<Error> {message}", "status": "failure"}).encode()
 
 
 class Proxy:

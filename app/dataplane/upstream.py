@@ -14,7 +14,27 @@ from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from app.dataplane.errors import (
+    StaleConnectionError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+from app.dataplane.upstream_stream import StreamConnection
+
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "StaleConnectionError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamResetError",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "encode_request",
+]
 
 # Safe to send twice: a request that died on a stale keep-alive connection is retried once.
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
@@ -33,26 +53,6 @@ HOP_BY_HOP_HEADERS = frozenset(
         b"content-length",
     )
 )
-
-
-class UpstreamError(Exception):
-    """Any failure to get a response from a replica."""
-
-
-class UpstreamConnectError(UpstreamError):
-    """No byte of the request reached the replica (refused, reset on connect, connect timeout)."""
-
-
-class UpstreamResetError(UpstreamError):
-    """The connection broke after the request was (maybe) sent and before a full response."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """The replica accepted the request but did not answer within read_timeout."""
-
-
-class StaleConnectionError(UpstreamResetError):
-    """A reused keep-alive connection died before any response byte: the replica closed it while idle."""
 
 
 @dataclass(slots=True)
@@ -321,10 +321,12 @@ class UpstreamPool:
         "_connect_timeout",
         "_host",
         "_idle",
+        "_idle_streams",
         "_max_idle",
         "_port",
         "_read_timeout",
         "address",
+        "in_flight",
     )
 
     def __init__(
@@ -343,8 +345,11 @@ class UpstreamPool:
         self._max_idle = max_idle
         # LIFO: the most recently used connection is the least likely to have been closed by the replica.
         self._idle: list[_Connection] = []
+        self._idle_streams: list[StreamConnection] = []
         self._closed = False
         self.address = f"{host}:{port}"
+        # Requests the proxy has sent here and not yet finished (drain and bounded loads read it).
+        self.in_flight = 0
 
     @property
     def closed(self) -> bool:
@@ -354,7 +359,7 @@ class UpstreamPool:
     @property
     def idle_count(self) -> int:
         """Idle keep-alive connections held now (for metrics and tests)."""
-        return len(self._idle)
+        return len(self._idle) + len(self._idle_streams)
 
     async def request(
         self,
@@ -406,9 +411,48 @@ class UpstreamPool:
         """Close idle connections; in-flight ones close when their response completes."""
         self._closed = True
         idle, self._idle = self._idle, []
+        streams, self._idle_streams = self._idle_streams, []
+        for stream in streams:
+            stream.close()
         lost = [conn.close() for conn in idle]
         if lost:
             await asyncio.wait(lost)
+
+    def take_stream(self) -> StreamConnection | None:
+        """An idle streaming connection, or None (then `connect_stream`): no await on the hot path."""
+        idle = self._idle_streams
+        while idle:
+            conn = idle.pop()
+            if conn.is_usable():
+                return conn
+            conn.close()
+        return None
+
+    async def connect_stream(self) -> StreamConnection:
+        """A new streaming connection (UpstreamConnectError if refused, unreachable or closed)."""
+        if self._closed:
+            raise UpstreamConnectError(f"pool for {self.address} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: StreamConnection(self, loop), self._host, self._port
+                )
+        except OSError as exc:
+            raise UpstreamConnectError(f"cannot connect to {self.address}: {exc!r}") from exc
+        if not conn.is_usable():
+            raise UpstreamConnectError(f"{self.address} closed the connection as soon as it was opened")
+        return conn
+
+    def _release_stream(self, conn: StreamConnection) -> None:
+        if self._closed or len(self._idle_streams) >= self._max_idle:
+            conn.close()
+        else:
+            self._idle_streams.append(conn)
+
+    def _forget_stream(self, conn: StreamConnection) -> None:
+        if conn in self._idle_streams:
+            self._idle_streams.remove(conn)
 
     def _take_idle(self) -> _Connection | None:
         idle = self._idle
