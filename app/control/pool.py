@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -103,6 +103,7 @@ class ReplicaPool:
         self.members: dict[str, Member] = {}
         self.table = RoutingTable(strategy.build([]), {})
         self.changed = asyncio.Event()  # set on passive failures so the monitor probes at once
+        self._subscribers: list[Callable[[], object]] = []  # called after every routing-table swap
         self._lock = asyncio.Lock()
         self._seq = 0
         orchestrator.on_exit = self._on_exit
@@ -124,6 +125,12 @@ class ReplicaPool:
         """Swap in a new ring over the UP members; called after every health or membership change."""
         up = {m.name: m.upstream for m in self.members.values() if m.state is State.UP and m.upstream}
         self.table = RoutingTable(self.strategy.build(list(up)), up)
+        for callback in self._subscribers:
+            callback()
+
+    def subscribe(self, callback: Callable[[], object]) -> None:
+        """Call `callback()` on the event loop after every routing-table swap (e.g. to push it to workers)."""
+        self._subscribers.append(callback)
 
     def report_failure(self, name: str, reason: str) -> None:
         """Passive detection: the proxy could not reach `name`; take it off the ring now, probe soon."""
