@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import sys
 
 import uvicorn
+import uvloop
 from pydantic import ValidationError
 
 from app.dataplane.front import LoadBalancerApp
+from app.dataplane.hub import WorkerHub
 from app.dataplane.server import Front, FrontLimits
+from app.dataplane.worker import bind_reuseport, make_config
 from app.main import create_app
 from app.settings import Settings
 
@@ -46,6 +51,9 @@ def main() -> None:
     app = create_app(settings)
     assert isinstance(app, LoadBalancerApp)
     front = Front(app, front_limits(settings))
+    if settings.workers > 1:
+        uvloop.run(serve_with_workers(app, front, settings))
+        return
     uvicorn.run(
         app,
         host=settings.host,
@@ -59,6 +67,27 @@ def main() -> None:
         date_header=False,
         timeout_graceful_shutdown=5,
     )
+
+
+async def serve_with_workers(app: LoadBalancerApp, front: Front, settings: Settings) -> None:
+    """This process owns replicas and health and serves the port; LB_WORKERS - 1 workers share it."""
+    shared = bind_reuseport(settings.host, settings.port)
+    private = socket.socket()  # where workers send the LB's own paths (the shared port could loop back)
+    private.bind(("127.0.0.1", 0))
+    owner_address = f"127.0.0.1:{private.getsockname()[1]}"
+    server = uvicorn.Server(make_config(app, front, settings, lifespan="on"))
+    serving = asyncio.create_task(server.serve(sockets=[shared, private]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if serving.done():
+        await serving  # startup failed: uvicorn has logged why
+        return
+    hub = WorkerHub(app.state.pool, settings.workers, owner_address)
+    await hub.start()
+    try:
+        await serving
+    finally:
+        await hub.stop()
 
 
 if __name__ == "__main__":

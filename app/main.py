@@ -51,8 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     strategy = resolve_strategy(app)
     pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings))
     extract_key = make_key_extractor(settings.key_source, settings.key_name)
-    limits = {"max_tries": settings.max_tries, "max_body_bytes": settings.max_body_bytes}
-    proxy = Proxy(pool, extract_key, **limits)
+    proxy = Proxy(pool, extract_key, max_tries=settings.max_tries, max_body_bytes=settings.max_body_bytes)
     monitor = HealthMonitor(
         pool,
         HealthPolicy(
@@ -71,7 +70,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         monitor.start()
         if settings.fast_path and isinstance(app, LoadBalancerApp):
             app.fast_proxy = proxy
-            app.data_plane = DataPlane(pool, extract_key, **limits)
+            app.data_plane = DataPlane(
+                pool, extract_key, max_tries=settings.max_tries, max_body_bytes=settings.max_body_bytes
+            )
         yield
     finally:
         if isinstance(app, LoadBalancerApp):

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
     max_idle_connections: int = Field(64, ge=0, description="idle keep-alive sockets per replica")
 
+    # Processes
+    workers: int = Field(
+        1, ge=1, le=64, description="data-plane processes on the port (SO_REUSEPORT); one owns replicas"
+    )
+
     # Client side (the limits nginx and HAProxy have)
     header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's header")
     keep_alive_timeout: float = Field(5.0, gt=0, description="seconds an idle client connection is kept")

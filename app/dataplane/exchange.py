@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from app.control.pool import ReplicaPool
+from app.control.pool import RoutingTable
 from app.dataplane.errors import (
     StaleConnectionError,
     UpstreamConnectError,
@@ -45,18 +45,28 @@ REPLAY_LIMIT = 64 * 1024
 UNSENT_LIMIT = 64 * 1024
 
 
+class RoutingSource(Protocol):
+    """Where routing comes from: the ReplicaPool itself, or a worker's copy of its table."""
+
+    @property
+    def table(self) -> RoutingTable: ...
+    def report_failure(self, name: str, reason: str) -> None: ...
+
+
 class DataPlane:
     """What every proxied exchange shares: the pool, key extraction, retry policy, limits."""
 
     def __init__(
         self,
-        pool: ReplicaPool,
+        pool: RoutingSource,
         extract_key: KeyExtractor,
         *,
         max_tries: int = 3,
         max_body_bytes: int = 10 * 1024 * 1024,
+        translate_404: bool = True,
     ) -> None:
         self.pool = pool
+        self.translate_404 = translate_404  # a replica's 404 becomes the contract's 400 (not the LB's own)
         self.extract_key = extract_key
         self.max_tries = max_tries
         self.max_body_bytes = max_body_bytes
@@ -205,7 +215,7 @@ class ProxyExchange:
         head, client = self.head, self._client
         if head.upgrade:
             client.keep_alive = False  # the parser stopped at the Upgrade request: nothing follows
-        if status == 404:
+        if status == 404 and self._plane.translate_404:
             self._swallow = True  # the contract's 400 replaces the replica's 404; its body is dropped
             message = f"'{head.path}' endpoint does not exist in server replicas"
             self._out.append(client.error_bytes(400, failure_body(message)))

@@ -68,9 +68,10 @@ class FrontLimits:
 class Front:
     """What every client connection shares: the app, its data plane once started, the limits."""
 
-    def __init__(self, app: LoadBalancerApp, limits: FrontLimits) -> None:
+    def __init__(self, app: LoadBalancerApp, limits: FrontLimits, owner: DataPlane | None = None) -> None:
         self.app = app
         self.limits = limits
+        self.owner = owner  # in a worker process: the LB's own paths are proxied to the owner process
         self.is_reserved = app.is_reserved
         self.too_many = error_response(503, failure_body("Too many connections"), close=True)
         self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
@@ -276,7 +277,10 @@ class ClientConnection(asyncio.Protocol):
         self.server_state.total_requests += 1
         plane: DataPlane | None = self.front.app.data_plane
         exchange: Exchange
-        if plane is not None and method != b"CONNECT" and not self.front.is_reserved(head.path):
+        if method == b"CONNECT" or self.front.is_reserved(head.path):
+            owner = self.front.owner
+            exchange = AsgiExchange(self, head) if owner is None else ProxyExchange(owner, self, head)
+        elif plane is not None:
             exchange = ProxyExchange(plane, self, head)
         else:
             exchange = AsgiExchange(self, head)
