@@ -34,7 +34,7 @@ request = function()
 end
 """
 NGINX_CONF = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
@@ -60,6 +60,10 @@ http {{
 """
 
 
+NGINX_1 = "nginx 1 worker, hash $arg_id consistent"
+LB_1 = "this LB, LB_WORKERS=1"
+NGINX_2 = "nginx 2 workers"
+LB_2 = "this LB, LB_WORKERS=2"
 NEAR_FREE_REPLICA = [sys.executable, "-m", "bench.nginx_replica", "--fd", "{fd}", "--port", "{port}"]
 
 
@@ -144,58 +148,91 @@ def run_wrk(
     return Result(name, rps, p50, p99, cpu / max(requests, 1) * 1e6 if pids else 0.0)
 
 
-def start_lb(port: int, tmp: Path, replica_command: list[str] | None = None) -> subprocess.Popen[bytes]:
+def start_lb(
+    port: int, tmp: Path, replica_command: list[str] | None = None, workers: int = 1
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
     env.update(
         LB_HOST="127.0.0.1",
         LB_PORT=str(port),
         LB_REPLICAS="3",
         LB_LOG_LEVEL="warning",
-        LB_DB_PATH=str(tmp / "votes.sqlite3"),
+        LB_DB_PATH=str(tmp / f"votes-{port}.sqlite3"),
+        LB_WORKERS=str(workers),
     )
     if replica_command:
         env["LB_REPLICA_COMMAND"] = json.dumps(replica_command)
     return subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
 
 
-def run_pass(
-    label: str, tmp: Path, script: Path, args: argparse.Namespace, replica_command: list[str] | None
-) -> dict[str, Result]:
-    """Start the LB and an nginx on the same replicas; load each target `args.passes` times."""
+def lb_pids(lb: subprocess.Popen[bytes]) -> list[int]:
+    """The LB's own processes: the owner and its data-plane workers (not its replicas)."""
+    pids = [lb.pid]
+    for pid in process_tree(lb.pid)[1:]:
+        try:
+            if b"app.dataplane.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def start_nginx(work: Path, port: int, addresses: list[str], workers: int) -> subprocess.Popen[bytes]:
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
-    lb_port, nginx_port = free_port(), free_port()
-    lb = start_lb(lb_port, tmp, replica_command)
-    nginx: subprocess.Popen[bytes] | None = None
+    work.mkdir()
+    servers = "\n".join(f"    server {addr};" for addr in addresses)
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=work, servers=servers, port=port, workers=workers))
+    proc = subprocess.Popen([nginx_bin, "-c", str(conf), "-p", str(work)])
+    wait_http(f"http://127.0.0.1:{port}/home?id=1")
+    return proc
+
+
+def run_pass(
+    label: str,
+    tmp: Path,
+    script: Path,
+    args: argparse.Namespace,
+    replica_command: list[str] | None,
+    two_workers: bool,
+) -> dict[str, Result]:
+    """Start the LB and nginx on the same replicas (and the 2-process pair); load each target in turn."""
+    procs: list[tuple[subprocess.Popen[bytes], signal.Signals]] = []
     try:
+        lb_port, nginx_port = free_port(), free_port()
+        lb = start_lb(lb_port, tmp, replica_command)
+        procs.append((lb, signal.SIGTERM))
         wait_http(f"http://127.0.0.1:{lb_port}/rep")
         rows = httpx.get(f"http://127.0.0.1:{lb_port}/status").json()["replicas"]
         addresses = [row["address"] for row in rows]
-        servers = "\n".join(f"    server {addr};" for addr in addresses)
-        work = tmp / f"nginx-{label}"
-        work.mkdir()
-        conf = work / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=work, servers=servers, port=nginx_port))
-        nginx = subprocess.Popen([nginx_bin, "-c", str(conf), "-p", str(work)])
-        wait_http(f"http://127.0.0.1:{nginx_port}/home?id=1")
-        targets = {
+        nginx = start_nginx(tmp / f"nginx-{label}", nginx_port, addresses, 1)
+        procs.append((nginx, signal.SIGQUIT))
+        targets: dict[str, tuple[str, list[int] | None]] = {
             "direct (one replica, no proxy)": (f"http://{addresses[0]}", None),
-            "nginx 1 worker, hash $arg_id consistent": (f"http://127.0.0.1:{nginx_port}", nginx.pid),
-            "this LB (1 process)": (f"http://127.0.0.1:{lb_port}", lb.pid),
+            NGINX_1: (f"http://127.0.0.1:{nginx_port}", process_tree(nginx.pid)),
+            LB_1: (f"http://127.0.0.1:{lb_port}", [lb.pid]),
         }
+        if two_workers:
+            lb2_port, nginx2_port = free_port(), free_port()
+            lb2 = start_lb(lb2_port, tmp, replica_command, workers=2)
+            procs.append((lb2, signal.SIGTERM))
+            wait_http(f"http://127.0.0.1:{lb2_port}/rep")
+            nginx2 = start_nginx(tmp / f"nginx2-{label}", nginx2_port, addresses, 2)
+            procs.append((nginx2, signal.SIGQUIT))
+            deadline = time.monotonic() + 60
+            while len(lb_pids(lb2)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            targets[NGINX_2] = (f"http://127.0.0.1:{nginx2_port}", process_tree(nginx2.pid))
+            targets[LB_2] = (f"http://127.0.0.1:{lb2_port}", lb_pids(lb2))
         samples: dict[str, list[Result]] = {name: [] for name in targets}
         for _ in range(args.passes):
-            for name, (url, pid) in targets.items():
-                pids = process_tree(pid) if pid else None
-                if pid == lb.pid:
-                    pids = [lb.pid]  # the LB itself, not its replicas
+            for name, (url, pids) in targets.items():
                 run_wrk(name, url, script, args.connections, 2)  # warm-up: pools, caches
                 samples[name].append(run_wrk(name, url, script, args.connections, args.seconds, pids))
     finally:
-        if nginx is not None:
-            nginx.send_signal(signal.SIGQUIT)
-            nginx.wait(10)
-        lb.send_signal(signal.SIGTERM)
-        lb.wait(20)
+        for proc, sig in reversed(procs):
+            proc.send_signal(sig)
+            proc.wait(20)
     return {name: mean(name, rs) for name, rs in samples.items()}
 
 
@@ -211,7 +248,7 @@ def mean(name: str, rs: list[Result]) -> Result:
 
 
 def table(title: str, results: dict[str, Result]) -> list[str]:
-    direct, nginx_r, ours = results.values()
+    direct, nginx_r = results["direct (one replica, no proxy)"], results[NGINX_1]
     lines = [
         f"## {title}",
         "",
@@ -219,17 +256,21 @@ def table(title: str, results: dict[str, Result]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results.values():
+        baseline = results.get(NGINX_2, nginx_r) if r.name in (NGINX_2, LB_2) else nginx_r
         cpu = f"{r.cpu_us:.0f}" if r.cpu_us else "—"
         lines.append(
             f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {cpu} | "
-            f"{r.rps / nginx_r.rps:.2f} | {r.rps / direct.rps:.2f} |"
+            f"{r.rps / baseline.rps:.2f} | {r.rps / direct.rps:.2f} |"
         )
-    lines += [
-        "",
-        f"LB/nginx req/s = **{ours.rps / nginx_r.rps:.2f}**, p99 = **{ours.p99_ms / nginx_r.p99_ms:.2f}**× "
-        f"nginx's, CPU per request = **{ours.cpu_us / max(nginx_r.cpu_us, 1e-9):.2f}**× nginx's.",
-        "",
-    ]
+    lines.append("")
+    for ours, theirs in ((LB_1, NGINX_1), (LB_2, NGINX_2)):
+        if ours in results:
+            o, t = results[ours], results[theirs]
+            lines.append(
+                f"- {ours} vs {theirs}: req/s **{o.rps / t.rps:.2f}**×, p99 **{o.p99_ms / t.p99_ms:.2f}**×, "
+                f"CPU per request **{o.cpu_us / max(t.cpu_us, 1e-9):.2f}**×."
+            )
+    lines.append("")
     return lines
 
 
@@ -255,10 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         if args.only in (None, "python"):
-            results = run_pass("python", tmp, script, args, None)
+            results = run_pass("python", tmp, script, args, None, two_workers=False)
             sections += table("Python replicas (the LB's own replica_service)", results)
         if args.only in (None, "near-free"):
-            results = run_pass("near-free", tmp, script, args, NEAR_FREE_REPLICA)
+            results = run_pass("near-free", tmp, script, args, NEAR_FREE_REPLICA, two_workers=True)
             title = "Near-free replicas (nginx answering the replica JSON): the proxy's own cost"
             sections += table(title, results)
     finally:
