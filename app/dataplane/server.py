@@ -117,6 +117,9 @@ class ClientConnection(asyncio.Protocol):
         self._upgrading: Exchange | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        # Timers are armed lazily: a head that arrives in one read, and a keep-alive connection that is
+        # busy again before its idle deadline, cost no TimerHandle per request.
+        self._head_started = self._idle_since = 0.0
         self._drain: asyncio.Future[None] | None = None
         self._pending_error = b""
         self._refused = self._lost = self._in_head = self._head_too_large = self._lingering = False
@@ -172,9 +175,6 @@ class ClientConnection(asyncio.Protocol):
         if self._tunnel is not None:
             self._tunnel.on_client_data(data)
             return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -190,6 +190,9 @@ class ClientConnection(asyncio.Protocol):
             self._head_raw += len(data)
             if self._head_raw > self.limits.max_header_bytes + _SEGMENT_SLACK:
                 self._reject(self.front.header_too_large)
+            elif self._header_timer is None:
+                deadline = self._head_started + self.limits.header_timeout
+                self._header_timer = self.loop.call_at(deadline, self._on_header_timeout)
 
     def eof_received(self) -> bool | None:
         """A half-close: finish what was asked, then close (tunnels pass the EOF on)."""
@@ -227,8 +230,7 @@ class ClientConnection(asyncio.Protocol):
         self._headers = []
         self._length = None
         self._chunked = self._expect = False
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.limits.header_timeout, self._on_header_timeout)
+        self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         """The request target (may come in pieces)."""
@@ -341,7 +343,10 @@ class ClientConnection(asyncio.Protocol):
             return
         self.resume_reading("pipeline")
         if not self._in_head and not self._lost:
-            self._idle_timer = self.loop.call_later(self.limits.keep_alive_timeout, self._on_idle_timeout)
+            self._idle_since = now = self.loop.time()
+            if self._idle_timer is None:
+                deadline = now + self.limits.keep_alive_timeout
+                self._idle_timer = self.loop.call_at(deadline, self._on_idle_timeout)
 
     def start_tunnel(self, exchange: ProxyExchange) -> None:
         """After a 101: client bytes go to the replica as they come, no more HTTP parsing."""
@@ -439,7 +444,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _on_idle_timeout(self) -> None:
         self._idle_timer = None
-        if self._active is None and not self._in_head:
+        if self._active is not None or self._in_head or self._lingering or self._tunnel is not None:
+            return  # busy: finish() re-arms
+        deadline = self._idle_since + self.limits.keep_alive_timeout
+        if self.loop.time() < deadline:
+            self._idle_timer = self.loop.call_at(deadline, self._on_idle_timeout)
+        else:
             self.close()
 
     def _cancel_timers(self) -> None:
