@@ -64,6 +64,7 @@ NGINX_1 = "nginx 1 worker, hash $arg_id consistent"
 LB_1 = "this LB, LB_WORKERS=1"
 NGINX_2 = "nginx 2 workers"
 LB_2 = "this LB, LB_WORKERS=2"
+SEED = "the seed's design (Flask dev server + requests, md5 % N)"
 NEAR_FREE_REPLICA = [sys.executable, "-m", "bench.nginx_replica", "--fd", "{fd}", "--port", "{port}"]
 
 
@@ -195,6 +196,7 @@ def run_pass(
     args: argparse.Namespace,
     replica_command: list[str] | None,
     two_workers: bool,
+    seed: bool = False,
 ) -> dict[str, Result]:
     """Start the LB and nginx on the same replicas (and the 2-process pair); load each target in turn."""
     procs: list[tuple[subprocess.Popen[bytes], signal.Signals]] = []
@@ -212,6 +214,18 @@ def run_pass(
             NGINX_1: (f"http://127.0.0.1:{nginx_port}", process_tree(nginx.pid)),
             LB_1: (f"http://127.0.0.1:{lb_port}", [lb.pid]),
         }
+        if seed:
+            seed_port = free_port()
+            urls = ",".join(f"http://{addr}" for addr in addresses)
+            seed_lb = subprocess.Popen(
+                [sys.executable, "-m", "bench.seed_lb", "--port", str(seed_port), "--replicas", urls],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append((seed_lb, signal.SIGTERM))
+            wait_http(f"http://127.0.0.1:{seed_port}/home?id=1")
+            targets[SEED] = (f"http://127.0.0.1:{seed_port}", [seed_lb.pid])
         if two_workers:
             lb2_port, nginx2_port = free_port(), free_port()
             lb2 = start_lb(lb2_port, tmp, replica_command, workers=2)
@@ -263,6 +277,8 @@ def table(title: str, results: dict[str, Result]) -> list[str]:
             f"{r.rps / baseline.rps:.2f} | {r.rps / direct.rps:.2f} |"
         )
     lines.append("")
+    if SEED in results:
+        lines.append(f"- {LB_1} vs {SEED}: req/s **{results[LB_1].rps / results[SEED].rps:.0f}**×.")
     for ours, theirs in ((LB_1, NGINX_1), (LB_2, NGINX_2)):
         if ours in results:
             o, t = results[ours], results[theirs]
@@ -296,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         if args.only in (None, "python"):
-            results = run_pass("python", tmp, script, args, None, two_workers=False)
+            results = run_pass("python", tmp, script, args, None, two_workers=False, seed=True)
             sections += table("Python replicas (the LB's own replica_service)", results)
         if args.only in (None, "near-free"):
             results = run_pass("near-free", tmp, script, args, NEAR_FREE_REPLICA, two_workers=True)
