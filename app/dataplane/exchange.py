@@ -264,6 +264,7 @@ class ProxyExchange:
         self._conn = None
         self._done = True
         self._leave()
+        self._unpause_client()
         self._client.finish(self)  # answered early? the parser reads (and drops) the rest of the body
 
     def on_upstream_error(self, exc: UpstreamError) -> None:
@@ -426,6 +427,7 @@ class ProxyExchange:
         self._leave()
         if close:
             self._client.keep_alive = False
+        self._unpause_client()
         self._client.write(self._client.error_bytes(status, body))
         self._client.finish(self)
 
@@ -437,6 +439,11 @@ class ProxyExchange:
             conn.unbind()
         self._leave()
         self._client.abort()
+
+    def _unpause_client(self) -> None:
+        """Lift this exchange's holds on the client: the rest of its body is read and dropped."""
+        self._client.resume_reading("body")
+        self._client.resume_reading("upstream")
 
     def _leave(self) -> None:
         upstream, self._upstream = self._upstream, None

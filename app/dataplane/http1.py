@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from http import HTTPStatus
 
-# Request headers that describe one hop, not the resource (RFC 9110 §7.6.1); framing is re-decided per hop.
-REQUEST_HOP_BY_HOP = frozenset(
+# Hop-by-hop headers (RFC 9110 §7.6.1) plus content-length: each hop frames its own body.
+HOP_BY_HOP_HEADERS = frozenset(
     (
         b"connection",
         b"keep-alive",
@@ -17,9 +17,12 @@ REQUEST_HOP_BY_HOP = frozenset(
         b"trailer",
         b"upgrade",
         b"content-length",
-        b"expect",
     )
 )
+# Not forwarded in a request; Expect: 100-continue is answered by the LB itself.
+REQUEST_HOP_BY_HOP = HOP_BY_HOP_HEADERS | {b"expect"}
+# Not forwarded in a response: its framing is re-decided for the client (content-length is read apart).
+RESPONSE_HOP_BY_HOP = HOP_BY_HOP_HEADERS - {b"content-length"}
 # Methods whose requests carry a body by definition, so they always announce its length (even 0).
 BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 NO_BODY_STATUSES = frozenset((204, 304))

@@ -20,16 +20,13 @@ from app.dataplane.errors import (
     UpstreamResetError,
     UpstreamTimeout,
 )
+from app.dataplane.http1 import RESPONSE_HOP_BY_HOP
 
 if TYPE_CHECKING:
     from app.dataplane.upstream import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
-# Not forwarded from a response: framing is re-decided for the client (RFC 9110 §7.6.1).
-RESPONSE_HOP_BY_HOP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade")
-)
 
 
 class ResponseSink(Protocol):
