@@ -137,3 +137,26 @@ def test_a_replica_dying_mid_body_breaks_the_response(tmp_path: Path, chunked: b
         wait_until(lambda: lb.client.get("/home").status_code == 200, timeout=30)
     finally:
         lb.stop()
+
+
+def in_flight(lb: RunningLB) -> float:
+    """Proxied requests in flight over all replicas, from /metrics."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lb.client.get("/metrics").text.splitlines()
+        if line.startswith("chlb_replica_in_flight{")
+    )
+
+
+def test_in_flight_counts_requests_until_they_end(stream_lb: RunningLB) -> None:
+    assert in_flight(stream_lb) == 0
+    params = {"mib": str(SIZE_MIB), "id": "4"}
+    with httpx.stream("GET", f"{stream_lb.url}/big", params=params, timeout=30) as r:
+        assert r.status_code == 200
+        assert in_flight(stream_lb) == 1  # the response is still streaming
+        next(r.iter_raw(65536))
+    # The client left mid-body: the LB drops the replica's connection and the count returns to zero.
+    wait_until(lambda: in_flight(stream_lb) == 0, timeout=10)
+    for key in range(5):
+        assert stream_lb.client.get("/big", params={"mib": "1", "id": str(key)}).status_code == 200
+    assert in_flight(stream_lb) == 0

@@ -41,12 +41,19 @@ class PoolCollector(Collector):
             up.add_metric([m.name], 1.0 if m.state is State.UP else 0.0)
             fails.add_metric([m.name], m.fails)
             restarts.add_metric([m.name], m.restarts)
-        yield from (desired, up, fails, restarts)
+        in_flight = GaugeMetricFamily(
+            "chlb_replica_in_flight",
+            "Proxied requests sent to the replica and not finished (this process's data plane)",
+            labels=["replica"],
+        )
+        for name, upstream in self.pool.table.upstreams.items():
+            in_flight.add_metric([name], upstream.in_flight)
+        yield from (desired, up, fails, restarts, in_flight)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
 async def metrics(pool: PoolDep) -> Response:
-    """Prometheus metrics: desired replicas, per-replica up, consecutive failures, restarts."""
+    """Prometheus metrics: desired replicas, per-replica up, consecutive failures, restarts, in flight."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PoolCollector(pool))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)
