@@ -219,3 +219,37 @@ def test_request_smuggling_is_refused_with_400_and_close(edge_lb: RunningLB, pay
 def test_lb_keeps_serving_after_the_limits_bite(edge_lb: RunningLB) -> None:
     assert edge_lb.client.get("/home", params={"id": "5"}).status_code == 200
     assert edge_lb.proc.poll() is None
+
+
+# -- framing corners -------------------------------------------------------------------------------
+
+
+def test_http_1_0_client_gets_a_close_delimited_or_sized_answer(edge_lb: RunningLB) -> None:
+    with connect(edge_lb) as sock:
+        sock.sendall(b"GET /chunked?id=1 HTTP/1.0\r\n\r\n")
+        answer = read_until_closed(sock)  # the LB closes: the end of an HTTP/1.0 body
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+    assert body == b"one,two,three"
+
+
+def test_expect_100_continue_is_answered_by_the_lb(edge_lb: RunningLB) -> None:
+    with connect(edge_lb) as sock:
+        head = b"POST /echo/e?id=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
+        reader = Reader(sock)
+        assert reader.line() == b"HTTP/1.1 100 Continue" and reader.line() == b""
+        sock.sendall(b"hello")
+        status, _, body = reader.response()
+    echo = json.loads(body)
+    assert status == 200 and echo["body"] == "hello"
+    assert "expect" not in {name for name, _ in echo["headers"]}
+
+
+def test_a_body_answered_early_is_skipped_and_the_connection_goes_on(edge_lb: RunningLB) -> None:
+    with connect(edge_lb) as sock:
+        sock.sendall(b"POST /nowhere?id=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        sock.sendall(b"x" * 200_000 + b"GET /echo/after?id=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        (s1, _, b1), (s2, _, b2) = read_responses(sock, 2)
+    assert s1 == 400 and b"'/nowhere' endpoint does not exist" in b1
+    assert s2 == 200 and json.loads(b2)["path"] == "/echo/after"
