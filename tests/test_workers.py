@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.lb_support import LBFactory, RunningLB, alive, cpu_seconds, descendants, replica_pids, wait_until
+from tests import test_contract as contract
+from tests.backends import Backend
+from tests.conftest import echo_command
+from tests.lb_support import (
+    LBFactory,
+    RunningLB,
+    alive,
+    cpu_seconds,
+    descendants,
+    replica_pids,
+    start_lb,
+    wait_until,
+)
 from tests.load import Load
 
 FRESH = 40  # new connections per check: the kernel spreads them over the processes
@@ -33,14 +47,66 @@ def fresh_get(lb: RunningLB, path: str, **params: str) -> httpx.Response:
     return httpx.get(f"{lb.url}{path}", params=params, timeout=10, headers={"connection": "close"})
 
 
-@pytest.fixture
-def two_workers(lb_factory: LBFactory) -> RunningLB:
-    lb = lb_factory(replicas="3", workers="2")
+def until_the_worker_serves(lb: RunningLB) -> RunningLB:
     wait_until(lambda: worker_pids(lb), timeout=30)
     (worker,) = worker_pids(lb)
     # Serving: the worker's port is bound once it took the first routing table.
     wait_until(lambda: _served_by_worker(lb, worker), timeout=30)
+    # A new connection per request from now on, so the contract's checks reach both processes.
+    lb.client.close()
+    lb.client = httpx.Client(base_url=lb.url, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0))
     return lb
+
+
+@pytest.fixture
+def two_workers(lb_factory: LBFactory) -> RunningLB:
+    return until_the_worker_serves(lb_factory(replicas="3", workers="2"))
+
+
+@pytest.fixture(scope="module")
+def contract_lb(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningLB]:
+    lb = start_lb(tmp_path_factory.mktemp("w-contract"), workers="2")
+    lb.backend = Backend("process", request)
+    yield until_the_worker_serves(lb)
+    lb.stop()
+
+
+@pytest.fixture(scope="module")
+def echo_lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
+    workdir = tmp_path_factory.mktemp("w-echo")
+    lb = start_lb(workdir, workers="2", replica_command=echo_command(), read_timeout="1")
+    yield until_the_worker_serves(lb)
+    lb.stop()
+
+
+READ_ONLY_ROWS: list[Callable[[RunningLB], Any]] = [
+    contract.test_rep_lists_the_three_default_replicas,
+    contract.test_home_is_answered_by_a_member_in_the_contract_shape,
+    contract.test_same_key_reaches_the_same_replica,
+    contract.test_keys_spread_over_every_replica,
+    contract.test_unknown_path_is_400_with_the_contract_message,
+    contract.test_heartbeat_of_a_replica_is_proxied,
+    contract.test_reserved_paths_are_served_by_the_lb,
+]
+PASS_THROUGH_ROWS: list[Callable[[RunningLB], Any]] = [
+    contract.test_method_query_headers_and_body_pass_through,
+    contract.test_every_method_is_proxied,
+    contract.test_status_codes_and_chunked_bodies_come_back_unchanged,
+    contract.test_hop_by_hop_headers_are_not_forwarded,
+    contract.test_slow_replica_gives_504,
+]
+
+
+@pytest.mark.parametrize("row", READ_ONLY_ROWS, ids=lambda f: f.__name__)
+def test_contract_rows_through_two_processes(contract_lb: RunningLB, row: Callable[[RunningLB], Any]) -> None:
+    row(contract_lb)
+
+
+@pytest.mark.parametrize("row", PASS_THROUGH_ROWS, ids=lambda f: f.__name__)
+def test_pass_through_rows_through_two_processes(echo_lb: RunningLB, row: Callable[[RunningLB], Any]) -> None:
+    row(echo_lb)
 
 
 def _served_by_worker(lb: RunningLB, worker: int) -> bool:
