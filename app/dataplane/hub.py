@@ -123,4 +123,3 @@ class WorkerHub:
             self._writers.discard(writer)
             with contextlib.suppress(ConnectionError):
                 writer.close()
-

@@ -455,7 +455,6 @@ class UpstreamPool:
             self._idle.remove(conn)
 
 
-
 _Conn = TypeVar("_Conn", _Connection, StreamConnection)
 
 

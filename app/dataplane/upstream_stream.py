@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-
 class ResponseSink(Protocol):
     """What a streaming connection reports to the exchange bound to it."""
 
