@@ -30,7 +30,7 @@ def describe(err: ErrorDetails) -> str:
     if not err["loc"]:  # a rule across fields: its message names them
         return f"invalid settings: {reason}"
     name = "LB_" + "_".join(str(part) for part in err["loc"]).upper()
-    return f"invalid setting {name}={quote(err.get('input'))}: {reason}"
+    return f"invalid setting {name}={quote(err.get('input'), limit=256)}: {reason}"
 
 
 def load_settings() -> Settings:

@@ -22,14 +22,14 @@ def small_lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
     factory.close()
 
 
-def exchange(port: int, head: str, chunks: Iterator[bytes] | list[bytes] = ()) -> tuple[int, dict[str, object]]:
+def exchange(port: int, head: str, chunks: list[bytes] | None = None) -> tuple[int, dict[str, object]]:
     """Send a request head and some body bytes on a raw socket; return the status and JSON body of the answer.
 
     The body is never finished, so an LB that waited for all of it would time out here instead of answering.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head.encode())
-        for chunk in chunks:
+        for chunk in chunks or []:
             sock.sendall(chunk)
         data = b""
         while b"\r\n\r\n" not in data:

@@ -33,6 +33,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
+
 class Proxy:
     """A raw ASGI app that forwards a request to the replica its key hashes to, with retries."""
 
