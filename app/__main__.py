@@ -19,7 +19,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for err in exc.errors():
-            name = "LB_" + "_".join(str(part) for part in err["loc"]).upper()
+            name = "_".join(str(part) for part in err["loc"]).upper()
+            name = name if name.startswith("LB_") else f"LB_{name}"  # aliases are full names already
             sys.stderr.write(f"invalid setting {name}={err.get('input')!r}: {err['msg']}\n")
         raise SystemExit(2) from None
 

@@ -1,4 +1,4 @@
-"""DockerOrchestrator against a real engine: names, start/stop, adoption, close, die events.
+"""DockerRuntime against a real engine: names, start/stop, adoption, close, die events.
 
 Each test gets its own label, network and name prefix (tests.docker_support.docker_scope), so runs
 in parallel on one engine never touch each other's containers, and everything is removed afterwards.
@@ -16,7 +16,7 @@ from docker.errors import NotFound
 
 from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError
 from app.runtimes.base import ReplicaHandle
-from app.runtimes.docker import DockerOrchestrator, create_docker_orchestrator
+from app.runtimes.docker import DockerRuntime, create_docker_runtime
 from app.settings import Settings
 
 if TYPE_CHECKING:  # imported by pytest as a plugin below, so its asserts are rewritten
@@ -34,8 +34,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def orchestrator(scope: DockerScope, client: Any = None, **overrides: Any) -> DockerOrchestrator:
-    """An orchestrator confined to this test's label, network and names."""
+def runtime(scope: DockerScope, client: Any = None, **overrides: Any) -> DockerRuntime:
+    """An runtime confined to this test's label, network and names."""
     options: dict[str, Any] = {
         "image": scope.image,
         "network": scope.network,
@@ -44,7 +44,7 @@ def orchestrator(scope: DockerScope, client: Any = None, **overrides: Any) -> Do
         "owner": scope.owner,
         **overrides,
     }
-    return DockerOrchestrator(client if client is not None else scope.client, **options)
+    return DockerRuntime(client if client is not None else scope.client, **options)
 
 
 async def wait_serving(handle: ReplicaHandle, deadline: float = SERVE_DEADLINE) -> httpx.Response:
@@ -80,14 +80,14 @@ def exists(scope: DockerScope, container_id: object) -> bool:
 
 
 # ----- names (no engine needed) -------------------------------------------------------------------
-def offline(**overrides: Any) -> DockerOrchestrator:
+def offline(**overrides: Any) -> DockerRuntime:
     """Constructing connects to nothing: the client is made on first use."""
 
     def no_engine() -> Any:
         raise AssertionError("must not connect")
 
     options: dict[str, Any] = {"image": "x", "network": "n", "label": "l", **overrides}
-    return DockerOrchestrator(no_engine, **options)
+    return DockerRuntime(no_engine, **options)
 
 
 @pytest.mark.parametrize("name", ["server1", "S5", "a.b_c-d", "9lives", "ab", "x" * 63])
@@ -106,7 +106,7 @@ def test_check_name_rejects_what_docker_would(name: str) -> None:
 
 def test_default_prefix_makes_valid_names() -> None:
     orch = offline()
-    assert orch.name_prefix == DockerOrchestrator.DEFAULT_PREFIX == "server"
+    assert orch.name_prefix == DockerRuntime.DEFAULT_PREFIX == "server"
     orch.check_name(f"{orch.name_prefix}1")
 
 
@@ -116,12 +116,12 @@ def test_prefix_that_makes_invalid_names_is_a_config_error() -> None:
 
 
 def test_factory_reads_settings() -> None:
-    orch = create_docker_orchestrator(
-        Settings(backend="docker", docker_image="img:1", docker_network="net1", docker_label="lab")
+    orch = create_docker_runtime(
+        Settings(runtime="docker", docker_image="img:1", docker_network="net1", docker_label="lab")
     )
     assert (orch.kind, orch.image, orch.network, orch.label) == ("docker", "img:1", "net1", "lab")
     assert orch.name_prefix == "server"
-    assert create_docker_orchestrator(Settings(replica_prefix="web-")).name_prefix == "web-"
+    assert create_docker_runtime(Settings(replica_prefix="web-")).name_prefix == "web-"
 
 
 # ----- against the engine ---------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_factory_reads_settings() -> None:
 @pytest.mark.anyio
 async def test_start_serves_then_stop_removes(docker_scope: DockerScope) -> None:
     scope = docker_scope
-    orch = orchestrator(scope)
+    orch = runtime(scope)
     name = scope.name("s1")
     try:
         handle = await orch.start(name)
@@ -146,7 +146,7 @@ async def test_start_serves_then_stop_removes(docker_scope: DockerScope) -> None
         assert scope.network in container.attrs["NetworkSettings"]["Networks"]
 
         await orch.stop(handle)
-        assert not exists(scope, handle.ref)
+        assert not exists(scope, handle.container_id)
         assert orch.exited(handle)
         await orch.stop(handle)  # idempotent
     finally:
@@ -157,7 +157,7 @@ async def test_start_serves_then_stop_removes(docker_scope: DockerScope) -> None
 @pytest.mark.anyio
 @pytest.mark.parametrize("bad", ["a b", "../x", "-x", "x" * 70])
 async def test_invalid_name_creates_nothing(docker_scope: DockerScope, bad: str) -> None:
-    orch = orchestrator(docker_scope)
+    orch = runtime(docker_scope)
     with pytest.raises(InvalidRequestError):
         await orch.start(bad)
     await orch.close()
@@ -171,7 +171,7 @@ async def test_name_taken_by_someone_else_is_refused_and_left_alone(docker_scope
     scope = docker_scope
     name = scope.name("s1")
     foreign = await asyncio.to_thread(scope.client.containers.create, scope.image, name=name)
-    orch = orchestrator(scope)
+    orch = runtime(scope)
     try:
         with pytest.raises(ReplicaExistsError, match="not started by this load balancer"):
             await orch.start(name)
@@ -186,13 +186,13 @@ async def test_name_taken_by_someone_else_is_refused_and_left_alone(docker_scope
 async def test_leftover_of_ours_with_the_name_is_replaced(docker_scope: DockerScope) -> None:
     scope = docker_scope
     name = scope.name("s1")
-    first, second = orchestrator(scope, remove_on_stop=False), orchestrator(scope)
+    first, second = runtime(scope, remove_on_stop=False), runtime(scope)
     try:
         old = await first.start(name)
         new = await second.start(name)
-        assert new.ref != old.ref
-        assert not exists(scope, old.ref)
-        assert [c.id for c in scope.containers()] == [new.ref]
+        assert new.container_id != old.container_id
+        assert not exists(scope, old.container_id)
+        assert [c.id for c in scope.containers()] == [new.container_id]
         await wait_serving(new)
     finally:
         await first.close()
@@ -207,7 +207,7 @@ async def test_new_instance_adopts_running_replicas_without_duplicates(docker_sc
 
     scope = docker_scope
     names = [scope.name(f"s{i}") for i in (1, 2, 3)]
-    before = orchestrator(scope, remove_on_stop=False)  # an LB that goes away leaving its replicas
+    before = runtime(scope, remove_on_stop=False)  # an LB that goes away leaving its replicas
     handles = await asyncio.gather(*(before.start(n) for n in names))
     await asyncio.gather(*(wait_serving(h) for h in handles))
     dead = scope.client.containers.get(names[2])
@@ -215,7 +215,7 @@ async def test_new_instance_adopts_running_replicas_without_duplicates(docker_sc
     await before.close()
     assert len(scope.containers()) == 3
 
-    after = orchestrator(scope, client=docker.from_env)  # the restarted LB: a fresh client of its own
+    after = runtime(scope, client=docker.from_env)  # the restarted LB: a fresh client of its own
     try:
         adopted = await after.adopt()
         assert sorted(h.name for h in adopted) == names[:2]
@@ -240,11 +240,11 @@ async def test_new_instance_adopts_running_replicas_without_duplicates(docker_sc
 @pytest.mark.anyio
 async def test_close_removes_everything_started_or_adopted(docker_scope: DockerScope) -> None:
     scope = docker_scope
-    leftover = orchestrator(scope, remove_on_stop=False)
+    leftover = runtime(scope, remove_on_stop=False)
     await leftover.start(scope.name("old"))
     await leftover.close()
 
-    orch = orchestrator(scope)
+    orch = runtime(scope)
     assert [h.name for h in await orch.adopt()] == [scope.name("old")]
     await asyncio.gather(orch.start(scope.name("s1")), orch.start(scope.name("s2")))
     assert len(scope.containers()) == 3
@@ -259,7 +259,7 @@ async def test_close_removes_everything_started_or_adopted(docker_scope: DockerS
 @pytest.mark.anyio
 async def test_close_during_a_start_leaves_nothing(docker_scope: DockerScope) -> None:
     scope = docker_scope
-    orch = orchestrator(scope)
+    orch = runtime(scope)
     await orch.adopt()  # connected, so the start below spends its time in the engine
     starting = asyncio.create_task(orch.start(scope.name("s1")))
     while not starting.done() and orch._inflight == 0:
@@ -276,7 +276,7 @@ async def test_close_during_a_start_leaves_nothing(docker_scope: DockerScope) ->
 @pytest.mark.anyio
 async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScope) -> None:
     scope = docker_scope
-    orch = orchestrator(scope)
+    orch = runtime(scope)
     exits: list[ReplicaHandle] = []
     fired = asyncio.Event()
 
@@ -291,7 +291,7 @@ async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScop
         await orch.stop(stopped)  # a deliberate stop is not an exit to report
 
         killed_at = time.monotonic()
-        container = scope.client.containers.get(str(victim.ref))
+        container = scope.client.containers.get(victim.container_id)
         await asyncio.to_thread(container.kill)
         await asyncio.wait_for(fired.wait(), DIE_EVENT_DEADLINE)
         assert time.monotonic() - killed_at < DIE_EVENT_DEADLINE
@@ -307,7 +307,7 @@ async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScop
 @pytest.mark.anyio
 async def test_in_container_handle_is_the_name_on_the_network(docker_scope: DockerScope) -> None:
     scope = docker_scope
-    orch = orchestrator(scope, in_container=True)
+    orch = runtime(scope, in_container=True)
     name = scope.name("s1")
     try:
         handle = await orch.start(name)
