@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # Listening
     host: str = "0.0.0.0"
     port: int = Field(5000, ge=0, le=65535)
+    fd: int | None = Field(
+        None, ge=0, description="serve on this inherited, bound socket instead of binding host:port"
+    )
 
     # Membership
     replicas: int = Field(3, ge=0, le=256, description="replicas started at boot")

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from tests.backends import Backend
-from tests.lb_support import ROOT, LBFactory, RunningLB, free_port, wait_until
+from tests.lb_support import ROOT, LBFactory, RunningLB, wait_until
 from tests.load import Load
+from tests.ports import free_port
 
 pytestmark = pytest.mark.docker
 
