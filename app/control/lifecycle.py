@@ -115,6 +115,7 @@ class Replica(Generic[HandleT]):
         policy: LifecyclePolicy,
         prober: Prober,
         hooks: Hooks,
+        restarts: int = 0,
     ) -> None:
         self.name = name
         self.seq = seq  # order of addition: /rm without names removes the newest first
@@ -125,7 +126,7 @@ class Replica(Generic[HandleT]):
         self.fails = 0  # failed heartbeats in a row
         self.oks = 0  # good heartbeats in a row
         self.last_probe: float | None = None  # wall-clock time of the last heartbeat probe
-        self.restarts = 0
+        self.restarts = restarts  # a successor under a new name carries its predecessor's count
         self.attempts = 0  # failed starts in a row, drives the back-off
         self.next_start = 0.0  # monotonic time of the next start while backing off
         self.last_error: str | None = None
@@ -168,16 +169,29 @@ class Replica(Generic[HandleT]):
         await task
         self._mark_up()
 
-    async def remove(self, reason: str, drain: bool = True) -> None:
-        """Take the member off the ring now, let requests in flight finish, then stop its instance."""
+    def remove(self, reason: str, drain: bool = True) -> asyncio.Future[None]:
+        """Take the member off the ring now; the returned future lets requests in flight finish (up to
+        the drain timeout), then stops the instance. Whatever was in flight for it is cancelled."""
         if self.state is State.REMOVED:
-            return
-        await self._cancel_task()
+            return asyncio.ensure_future(asyncio.sleep(0))
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
         upstream = self.upstream
         if drain and self.state is State.UP and upstream is not None and upstream.in_flight:
             self._enter(State.DRAINING, "draining", reason=reason, in_flight=upstream.in_flight)
-            await self._wait_drained(upstream)
+            return asyncio.ensure_future(self._finish_removal(task, reason, upstream))
         self._enter(State.REMOVED, "removed", reason=reason)
+        return asyncio.ensure_future(self._finish_removal(task, reason, None))
+
+    async def _finish_removal(
+        self, task: asyncio.Task[None] | None, reason: str, draining: UpstreamPool | None
+    ) -> None:
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if draining is not None:
+            await self._wait_drained(draining)
+            self._enter(State.REMOVED, "removed", reason=reason)
         await self._stop_instance()
 
     async def shutdown(self) -> None:

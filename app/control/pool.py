@@ -54,7 +54,7 @@ class ReplicaPool(Hooks):
         self._new_names = replacement_gets_new_name
         self._routing = RoutingTableHolder(strategy)
         self._adding: dict[str, Replica[Any]] = {}  # started by an /add in flight, not members yet
-        self._leaving: dict[Replica[Any], asyncio.Task[None]] = {}  # removed, draining or stopping
+        self._leaving: dict[Replica[Any], asyncio.Future[None]] = {}  # removed, draining or stopping
         self._lock = asyncio.Lock()
         self._seq = 0
         runtime.on_exit = self._on_exit
@@ -70,8 +70,9 @@ class ReplicaPool(Hooks):
         return sorted(self.members, key=natural_key)
 
     def replicas(self) -> list[Replica[Any]]:
-        """Members plus those still draining or stopping, in natural order."""
-        everyone = [*self.members.values(), *self._leaving]
+        """Members plus those still draining, in natural order."""
+        draining = [m for m in self._leaving if m.state is State.DRAINING]
+        everyone = [*self.members.values(), *draining]
         return sorted(everyone, key=lambda m: (natural_key(m.name), m.seq))
 
     def subscribe(self, callback: Callable[[RoutingTable], object]) -> None:
@@ -102,8 +103,7 @@ class ReplicaPool(Hooks):
         if not self._new_names or self.members.get(member.name) is not member:
             return None
         (name,) = generate_names(self.runtime.name_prefix, 1, self._taken())
-        successor = self._new_member(name)
-        successor.restarts = member.restarts
+        successor = self._new_member(name, restarts=member.restarts)
         del self.members[member.name]
         self.members[name] = successor
         successor.launch()
@@ -162,7 +162,7 @@ class ReplicaPool(Hooks):
             members = [self.members.pop(name) for name in victims]
             self._rebuild()  # traffic leaves them before they stop
             for member in members:
-                self._hold_leaving(member, asyncio.ensure_future(member.remove("DELETE /rm")))
+                self._hold_leaving(member, member.remove("DELETE /rm"))
             logger.info("removed %s; members now %s", victims, self.names())
             return victims
 
@@ -185,14 +185,14 @@ class ReplicaPool(Hooks):
         up = {m.name: m.upstream for m in self.members.values() if m.state is State.UP and m.upstream}
         self._routing.rebuild(up)
 
-    def _new_member(self, name: str) -> Replica[Any]:
+    def _new_member(self, name: str, restarts: int = 0) -> Replica[Any]:
         self._seq += 1
-        return Replica(name, self._seq, self.runtime, self._policy, self._prober, self)
+        return Replica(name, self._seq, self.runtime, self._policy, self._prober, self, restarts)
 
     def _taken(self) -> set[str]:
         return {*self.members, *self._adding}
 
-    def _hold_leaving(self, member: Replica[Any], task: asyncio.Task[None]) -> None:
+    def _hold_leaving(self, member: Replica[Any], task: asyncio.Future[None]) -> None:
         self._leaving[member] = task
         task.add_done_callback(lambda _: self._leaving.pop(member, None))
 
