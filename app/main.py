@@ -12,9 +12,7 @@ from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
 from app.api.routers import metrics, replicas, status
 from app.api.routers import proxy as proxy_routes
-from app.control.health import ProbeSchedule
-from app.control.lifecycle import LifecyclePolicy
-from app.control.pool import ReplicaPool
+from app.control.pool import PoolPolicy, ReplicaPool
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
@@ -35,14 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
-    pool = ReplicaPool(
-        make_runtime(settings),
-        strategy,
-        LifecyclePolicy.from_settings(settings),
-        ProbeSchedule.from_settings(settings),
-        max_replicas=settings.max_replicas,
-        replacement_gets_new_name=settings.replacement_name == "new",
-    )
+    pool = ReplicaPool(make_runtime(settings), strategy, PoolPolicy.from_settings(settings))
     proxy = Proxy(
         pool,
         make_key_extractor(settings.key_source, settings.key_name),

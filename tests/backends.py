@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.control.pool import natural_key
+from app.control.naming import natural_key
 
 
 @dataclass

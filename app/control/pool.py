@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.control.health import HealthMonitor, ProbeSchedule, probe_heartbeat
@@ -26,8 +27,29 @@ from app.errors import (
 )
 from app.ring.base import HashStrategy
 from app.runtimes.base import ReplicaHandle, Runtime
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    """How the pool runs its members: their lifecycle, the probe schedule, the membership limits."""
+
+    lifecycle: LifecyclePolicy
+    schedule: ProbeSchedule
+    max_replicas: int
+    replacement_gets_new_name: bool = False  # the seed's behaviour; default: the dead replica's name
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PoolPolicy:
+        """The pool's view of the settings."""
+        return cls(
+            LifecyclePolicy.from_settings(settings),
+            ProbeSchedule.from_settings(settings),
+            settings.max_replicas,
+            settings.replacement_name == "new",
+        )
 
 
 class ReplicaPool(Hooks):
@@ -37,21 +59,17 @@ class ReplicaPool(Hooks):
         self,
         runtime: Runtime[Any],
         strategy: HashStrategy,
-        policy: LifecyclePolicy,
-        schedule: ProbeSchedule,
-        *,
-        max_replicas: int,
-        replacement_gets_new_name: bool = False,
+        policy: PoolPolicy,
         prober: Prober = probe_heartbeat,
     ) -> None:
         self.runtime = runtime
         self.strategy = strategy
         self.members: dict[str, Replica[Any]] = {}
-        self.monitor = HealthMonitor(self.members.values, schedule, prober)
-        self._policy = policy
+        self.monitor = HealthMonitor(self.members.values, policy.schedule, prober)
+        self._policy = policy.lifecycle
         self._prober = prober
-        self._max_replicas = max_replicas
-        self._new_names = replacement_gets_new_name
+        self._max_replicas = policy.max_replicas
+        self._new_names = policy.replacement_gets_new_name
         self._routing = RoutingTableHolder(strategy)
         self._adding: dict[str, Replica[Any]] = {}  # started by an /add in flight, not members yet
         self._leaving: dict[Replica[Any], asyncio.Future[None]] = {}  # removed, draining or stopping

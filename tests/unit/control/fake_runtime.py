@@ -9,7 +9,7 @@ from typing import Any
 
 from app.control.health import ProbeSchedule
 from app.control.lifecycle import LifecyclePolicy, Replica
-from app.control.pool import ReplicaPool
+from app.control.pool import PoolPolicy, ReplicaPool
 from app.errors import InvalidRequestError, ReplicaStartError
 from app.ring import RendezvousStrategy
 from app.runtimes.base import ReplicaHandle
@@ -135,12 +135,8 @@ def make_pool(
     runtime: FakeRuntime, prober: GatedProber, *, new_names: bool = False, **policy: Any
 ) -> ReplicaPool:
     """A pool over the fake runtime; the monitor probes every 5 ms."""
-    return ReplicaPool(
-        runtime,
-        RendezvousStrategy(),
-        make_policy(**policy),
-        ProbeSchedule(interval=0.005, jitter=0.0),
-        max_replicas=10,
-        replacement_gets_new_name=new_names,
-        prober=prober,
+    schedule = ProbeSchedule(interval=0.005, jitter=0.0)
+    pool_policy = PoolPolicy(
+        make_policy(**policy), schedule, max_replicas=10, replacement_gets_new_name=new_names
     )
+    return ReplicaPool(runtime, RendezvousStrategy(), pool_policy, prober)

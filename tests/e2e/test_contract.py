@@ -1,4 +1,4 @@
-"""Every row of ../shared/contract.md against the real LB with real replica processes on loopback."""
+"""Every row of the HTTP contract (docs/contract.md) against the real LB and real replica processes."""
 
 from __future__ import annotations
 

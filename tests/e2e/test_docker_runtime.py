@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -26,6 +28,15 @@ if TYPE_CHECKING:  # imported by pytest as a plugin below, so its asserts are re
 pytest_plugins = ["tests.docker_support"]
 
 SERVE_DEADLINE = 20.0
+T = TypeVar("T", bound=Callable[..., object])
+
+
+def on_engine(test: T) -> T:
+    """Marks an async test that needs the real engine (skipped with its reason when none can start)."""
+    marked: T = pytest.mark.docker(pytest.mark.anyio(test))
+    return marked
+
+
 DIE_EVENT_DEADLINE = 2.0
 
 
@@ -69,6 +80,16 @@ async def get_home(handle: ReplicaHandle) -> dict[str, Any]:
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     return body
+
+
+@asynccontextmanager
+async def owned(scope: DockerScope, rt: DockerRuntime) -> AsyncIterator[DockerRuntime]:
+    """Use `rt` for one test; close it afterwards, and it must leave no container of ours behind."""
+    try:
+        yield rt
+    finally:
+        await rt.close()
+    assert scope.containers() == []
 
 
 def exists(scope: DockerScope, container_id: object) -> bool:
@@ -125,10 +146,16 @@ def test_factory_reads_settings() -> None:
 
 
 # ----- against the engine ---------------------------------------------------------------------------
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_start_serves_then_stop_removes(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+
+
+@pytest.fixture
+def scope(docker_scope: DockerScope) -> DockerScope:
+    """This test's own label, network and names on the real engine."""
+    return docker_scope
+
+
+@on_engine
+async def test_start_serves_then_stop_removes(scope: DockerScope) -> None:
     orch = runtime(scope)
     name = scope.name("s1")
     try:
@@ -153,8 +180,7 @@ async def test_start_serves_then_stop_removes(docker_scope: DockerScope) -> None
         await orch.close()
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
+@on_engine
 @pytest.mark.parametrize("bad", ["a b", "../x", "-x", "x" * 70])
 async def test_invalid_name_creates_nothing(docker_scope: DockerScope, bad: str) -> None:
     orch = runtime(docker_scope)
@@ -165,10 +191,8 @@ async def test_invalid_name_creates_nothing(docker_scope: DockerScope, bad: str)
     assert not docker_scope.network_exists()  # refused before touching the engine at all
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_name_taken_by_someone_else_is_refused_and_left_alone(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+@on_engine
+async def test_name_taken_by_someone_else_is_refused_and_left_alone(scope: DockerScope) -> None:
     name = scope.name("s1")
     foreign = await asyncio.to_thread(scope.client.containers.create, scope.image, name=name)
     orch = runtime(scope)
@@ -181,10 +205,8 @@ async def test_name_taken_by_someone_else_is_refused_and_left_alone(docker_scope
         await asyncio.to_thread(foreign.remove, force=True)
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_leftover_of_ours_with_the_name_is_replaced(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+@on_engine
+async def test_leftover_of_ours_with_the_name_is_replaced(scope: DockerScope) -> None:
     name = scope.name("s1")
     first, second = runtime(scope, remove_on_stop=False), runtime(scope)
     try:
@@ -200,12 +222,10 @@ async def test_leftover_of_ours_with_the_name_is_replaced(docker_scope: DockerSc
     assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_new_instance_adopts_running_replicas_without_duplicates(docker_scope: DockerScope) -> None:
+@on_engine
+async def test_new_instance_adopts_running_replicas_without_duplicates(scope: DockerScope) -> None:
     import docker
 
-    scope = docker_scope
     names = [scope.name(f"s{i}") for i in (1, 2, 3)]
     before = runtime(scope, remove_on_stop=False)  # an LB that goes away leaving its replicas
     handles = await asyncio.gather(*(before.start(n) for n in names))
@@ -215,8 +235,8 @@ async def test_new_instance_adopts_running_replicas_without_duplicates(docker_sc
     await before.close()
     assert len(scope.containers()) == 3
 
-    after = runtime(scope, client=docker.from_env)  # the restarted LB: a fresh client of its own
-    try:
+    # the restarted LB: a fresh client of its own
+    async with owned(scope, runtime(scope, client=docker.from_env)) as after:
         adopted = await after.adopt()
         assert sorted(h.name for h in adopted) == names[:2]
         assert not exists(scope, dead.id)  # our exited container is cleared, not adopted
@@ -231,15 +251,10 @@ async def test_new_instance_adopts_running_replicas_without_duplicates(docker_sc
 
         await wait_serving(await after.start(names[2]))
         assert sorted(c.name for c in scope.containers()) == names
-    finally:
-        await after.close()
-    assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_close_removes_everything_started_or_adopted(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+@on_engine
+async def test_close_removes_everything_started_or_adopted(scope: DockerScope) -> None:
     leftover = runtime(scope, remove_on_stop=False)
     await leftover.start(scope.name("old"))
     await leftover.close()
@@ -255,10 +270,8 @@ async def test_close_removes_everything_started_or_adopted(docker_scope: DockerS
     assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_close_during_a_start_leaves_nothing(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+@on_engine
+async def test_close_during_a_start_leaves_nothing(scope: DockerScope) -> None:
     orch = runtime(scope)
     await orch.adopt()  # connected, so the start below spends its time in the engine
     starting = asyncio.create_task(orch.start(scope.name("s1")))
@@ -272,10 +285,8 @@ async def test_close_during_a_start_leaves_nothing(docker_scope: DockerScope) ->
     assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+@on_engine
+async def test_die_event_marks_exited_and_calls_on_exit(scope: DockerScope) -> None:
     orch = runtime(scope)
     exits: list[ReplicaHandle] = []
     fired = asyncio.Event()
@@ -285,7 +296,7 @@ async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScop
         fired.set()
 
     orch.on_exit = on_exit
-    try:
+    async with owned(scope, orch):
         victim, stopped = await asyncio.gather(orch.start(scope.name("s1")), orch.start(scope.name("s2")))
         await asyncio.gather(wait_serving(victim), wait_serving(stopped))
         await orch.stop(stopped)  # a deliberate stop is not an exit to report
@@ -298,18 +309,12 @@ async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScop
         assert orch.exited(victim)
         # Events arrive in order: had the stop been reported, it would be first in the list.
         assert exits == [victim]
-    finally:
-        await orch.close()
-    assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_in_container_handle_is_the_name_on_the_network(docker_scope: DockerScope) -> None:
-    scope = docker_scope
-    orch = runtime(scope, in_container=True)
+@on_engine
+async def test_in_container_handle_is_the_name_on_the_network(scope: DockerScope) -> None:
     name = scope.name("s1")
-    try:
+    async with owned(scope, runtime(scope, in_container=True)) as orch:
         handle = await orch.start(name)
         assert (handle.host, handle.port) == (name, 5000)
         # Another container on the network (as the LB would be) reaches it by name via Docker's DNS.
@@ -335,6 +340,3 @@ async def test_in_container_handle_is_the_name_on_the_network(docker_scope: Dock
             remove=True,
         )
         assert f"Hello from Server: {name}" in output.decode()
-    finally:
-        await orch.close()
-    assert scope.containers() == []
