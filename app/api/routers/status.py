@@ -20,6 +20,7 @@ class ReplicaStatus(BaseModel):
     state: State
     on_ring: bool
     consecutive_failures: int
+    in_flight: int = Field(description="requests sent to it and not yet answered (drain waits for 0)")
     last_probe: float | None
     restarts: int
     failed_starts: int
@@ -57,6 +58,7 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
             state=m.state,
             on_ring=m.name in on_ring,
             consecutive_failures=m.fails,
+            in_flight=m.upstream.in_flight if m.upstream else 0,
             last_probe=m.last_probe,
             restarts=m.restarts,
             failed_starts=m.attempts,
