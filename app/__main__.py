@@ -29,7 +29,8 @@ def describe(err: ErrorDetails) -> str:
     reason = err["msg"].removeprefix("Value error, ")
     if not err["loc"]:  # a rule across fields: its message names them
         return f"invalid settings: {reason}"
-    name = "LB_" + "_".join(str(part) for part in err["loc"]).upper()
+    name = "_".join(str(part) for part in err["loc"]).upper()
+    name = name if name.startswith("LB_") else f"LB_{name}"  # aliases are full names already
     return f"invalid setting {name}={quote(err.get('input'), limit=256)}: {reason}"
 
 
@@ -43,19 +44,6 @@ def load_settings() -> Settings:
         lines = [f"invalid settings: {exc}"]
     sys.stderr.write("".join(line + "\n" for line in lines))
     raise SystemExit(BAD_SETTINGS)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Take the listening address before any replica starts: a busy port is one line and exit 2."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: no wait after a restart
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        sys.stderr.write(f"cannot listen on {host}:{port}: {exc.strerror or exc}\n")
-        raise SystemExit(BAD_SETTINGS) from None
-    return sock
 
 
 class Server(uvicorn.Server):
@@ -74,6 +62,24 @@ def _stopped_by(sig: int, frame: FrameType | None) -> None:
     logger.info("stopped by %s", signal.Signals(sig).name)
 
 
+def listening_socket(settings: Settings) -> socket.socket:
+    """The LB's port, taken before any replica starts: an inherited socket (LB_FD) or host:port.
+
+    A port in use is one line and exit 2, not a traceback after three replicas were started.
+    """
+    if settings.fd is not None:
+        return socket.socket(fileno=settings.fd)  # bound by whoever started us (tests, systemd)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        sys.stderr.write(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}\n")
+        raise SystemExit(BAD_SETTINGS) from None
+    return sock
+
+
 def main() -> None:
     """Configure logging, bind the port, then serve on uvloop + httptools (the fastest uvicorn stack)."""
     settings = load_settings()
@@ -81,7 +87,7 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    sock = bind(settings.host, settings.port)
+    sock = listening_socket(settings)
     config = uvicorn.Config(
         create_app(settings),
         loop="uvloop",

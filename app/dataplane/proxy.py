@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from app.control.pool import ReplicaPool
+from app.control.membership import Membership
 from app.dataplane.keys import KeyExtractor, random_key
 from app.dataplane.limits import declared_length, read_body, too_large
 from app.dataplane.replies import failure_body
@@ -39,7 +39,7 @@ class Proxy:
 
     def __init__(
         self,
-        pool: ReplicaPool,
+        pool: Membership,
         extract_key: KeyExtractor,
         *,
         max_tries: int = 3,
@@ -116,7 +116,7 @@ class Proxy:
             if (
                 isinstance(exc, StaleConnectionError)
                 and method not in IDEMPOTENT_METHODS
-                and await self.pool.table.upstreams[failed].refuses()
+                and await self._is_gone(failed)
             ):
                 # A reused connection died without a byte of answer and the replica now refuses
                 # connections: it is gone (e.g. killed while the connection was idle), so try the next one.
@@ -142,6 +142,11 @@ class Proxy:
                 return await table.upstreams[candidate].request(method, target, headers, body)
             except UpstreamError as next_exc:
                 exc = next_exc
+
+    async def _is_gone(self, name: str) -> bool:
+        """Whether `name` has left the ring (its exit was seen meanwhile) or now refuses connections."""
+        upstream = self.pool.table.upstreams.get(name)
+        return upstream is None or await upstream.refuses()
 
     def _forward_headers(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Copy end-to-end headers, add X-Forwarded-For; report whether a body follows."""

@@ -325,6 +325,7 @@ class UpstreamPool:
         "_port",
         "_read_timeout",
         "address",
+        "in_flight",
     )
 
     def __init__(
@@ -345,6 +346,7 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
         self._closed = False
         self.address = f"{host}:{port}"
+        self.in_flight = 0  # requests sent and not yet answered: drain waits for 0
 
     @property
     def closed(self) -> bool:
@@ -370,27 +372,31 @@ class UpstreamPool:
         """
         if self._closed:
             raise UpstreamConnectError(f"pool for {self.address} is closed")
-        data = encode_request(method, target, headers, body)
-        head = method == b"HEAD"
-        conn = self._take_idle()
-        if conn is not None:
+        self.in_flight += 1  # counted inline, not in a wrapper coroutine: this is the hot path
+        try:
+            data = encode_request(method, target, headers, body)
+            head = method == b"HEAD"
+            conn = self._take_idle()
+            if conn is not None:
+                waiter = conn.send(data, head)
+                try:
+                    return await waiter
+                except StaleConnectionError:
+                    if method not in IDEMPOTENT_METHODS:
+                        raise
+                    logger.debug("%s closed an idle connection; retrying %s once", self.address, method)
+                except asyncio.CancelledError:
+                    conn.give_up(waiter)
+                    raise
+            conn = await self._connect()
             waiter = conn.send(data, head)
             try:
                 return await waiter
-            except StaleConnectionError:
-                if method not in IDEMPOTENT_METHODS:
-                    raise
-                logger.debug("%s closed an idle connection; retrying %s once", self.address, method)
             except asyncio.CancelledError:
                 conn.give_up(waiter)
                 raise
-        conn = await self._connect()
-        waiter = conn.send(data, head)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            conn.give_up(waiter)
-            raise
+        finally:
+            self.in_flight -= 1
 
     async def refuses(self) -> bool:
         """Whether a fresh connect is refused now (the replica is gone): a probe, no request is sent."""

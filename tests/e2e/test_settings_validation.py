@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lb_support import ROOT, LBFactory, descendants, free_port
+from tests.lb_support import ROOT, LBFactory, descendants
+from tests.ports import free_port
 
 START_TIMEOUT = 60
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.lb_support import ROOT, LBFactory, child_pids, free_port, wait_until
+from tests.lb_support import ROOT, LBFactory, child_pids
+from tests.polling import wait_until
+from tests.ports import free_port
 
 MAKE_ENV_NOISE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")  # set when the suite runs under make
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -24,9 +26,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(*argv: str, cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    env_ = clean_env(**env)
-    return subprocess.run(argv, cwd=cwd, env=env_, capture_output=True, text=True, timeout=timeout)
+def run(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = clean_env(**(env or {}))
+    return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +116,13 @@ def test_compose_plugin_is_linked_inside_the_project_and_make_clean_removes_it(
     )
     (fake_bin / "docker").chmod(0o755)
     env = {"HOME": str(home), "PATH": f"{fake_bin}:{os.environ['PATH']}", "COMPOSE_PY": sys.executable}
-    done = run(str(fresh_copy / "scripts" / "docker-engine.sh"), cwd=fresh_copy, **env)
+    done = run(str(fresh_copy / "scripts" / "docker-engine.sh"), cwd=fresh_copy, env=env)
     assert done.returncode == 0, done.stderr
     plugin = fresh_copy / ".docker" / "cli-plugins" / "docker-compose"
     assert plugin.is_symlink() and os.access(plugin, os.X_OK), done.stderr
     assert list(home.iterdir()) == [], "the script wrote into the home directory"
     assert run("git", "status", "--porcelain", cwd=fresh_copy).stdout == ""  # .docker/ is ignored
-    cleaned = run("make", "clean", cwd=fresh_copy, **env)
+    cleaned = run("make", "clean", cwd=fresh_copy, env=env)
     assert cleaned.returncode == 0, cleaned.stderr
     assert not (fresh_copy / ".docker").exists()
     assert list(home.iterdir()) == []
