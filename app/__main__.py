@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
+from types import FrameType
+from typing import Literal
 
 import uvicorn
 import uvloop
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import SettingsError
 
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.hub import WorkerHub
 from app.dataplane.server import Front, FrontLimits
-from app.dataplane.worker import bind_reuseport, make_config
+from app.dataplane.worker import make_config
+from app.errors import quote
 from app.main import create_app
 from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BAD_SETTINGS = 2  # the exit status of a configuration error, as for a bad command line
+STARTUP_FAILED = 3  # uvicorn's: the lifespan failed (e.g. replicas that cannot start)
+
+
+def describe(err: ErrorDetails) -> str:
+    """One line for one invalid setting: `invalid setting LB_X='value': why`."""
+    reason = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a rule across fields: its message names them
+        return f"invalid settings: {reason}"
+    name = "_".join(str(part) for part in err["loc"]).upper()
+    name = name if name.startswith("LB_") else f"LB_{name}"  # aliases are full names already
+    return f"invalid setting {name}={quote(err.get('input'), limit=256)}: {reason}"
 
 
 def load_settings() -> Settings:
@@ -24,10 +45,47 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        for err in exc.errors():
-            name = "LB_" + "_".join(str(part) for part in err["loc"]).upper()
-            sys.stderr.write(f"invalid setting {name}={err.get('input')!r}: {err['msg']}\n")
-        raise SystemExit(2) from None
+        lines = [describe(err) for err in exc.errors()]
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        lines = [f"invalid settings: {exc}"]
+    sys.stderr.write("".join(line + "\n" for line in lines))
+    raise SystemExit(BAD_SETTINGS)
+
+
+class Server(uvicorn.Server):
+    """uvicorn on a socket we bound, saying where it listens once the replicas are up."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # uvicorn logs no address for sockets it was handed
+            for sock in sockets or []:
+                host, port = sock.getsockname()[:2]
+                logger.info("Load balancer running on http://%s:%d (Press CTRL+C to quit)", host, port)
+
+
+def _stopped_by(sig: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the signal that stopped it once it has shut down; a clean stop exits 0."""
+    logger.info("stopped by %s", signal.Signals(sig).name)
+
+
+def listening_socket(settings: Settings) -> socket.socket:
+    """The LB's port, taken before any replica starts: an inherited socket (LB_FD) or host:port.
+
+    A port in use is one line and exit 2, not a traceback after three replicas were started.
+    """
+    if settings.fd is not None:
+        return socket.socket(fileno=settings.fd)  # bound by whoever started us (tests, systemd)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.workers > 1:  # worker processes bind the same port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        sys.stderr.write(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}\n")
+        raise SystemExit(BAD_SETTINGS) from None
+    return sock
 
 
 def front_limits(settings: Settings) -> FrontLimits:
@@ -42,47 +100,44 @@ def front_limits(settings: Settings) -> FrontLimits:
 
 
 def main() -> None:
-    """Configure logging, then serve on uvloop + httptools (the fastest uvicorn stack)."""
+    """Configure logging, bind the port, then serve on uvloop + httptools (the fastest uvicorn stack)."""
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    sock = listening_socket(settings)
     app = create_app(settings)
     assert isinstance(app, LoadBalancerApp)
     front = Front(app, front_limits(settings))
-    if settings.workers > 1:
-        uvloop.run(serve_with_workers(app, front, settings))
-        return
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http=front.protocol,  # type: ignore[arg-type]  # our Protocol: proxied requests never become ASGI
-        log_config=None,
-        access_log=settings.access_log,
-        proxy_headers=False,  # we are the edge: no X-Forwarded-* rewriting middleware per request
-        server_header=False,  # proxied responses carry the replica's own Server and Date headers
-        date_header=False,
-        timeout_graceful_shutdown=5,
-    )
+    loop: Literal["none", "uvloop"] = "none" if settings.workers > 1 else "uvloop"  # workers: we run uvloop
+    config = make_config(app, front, settings, lifespan="on", loop=loop)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped_by)
+    server = Server(config)
+    with sock:
+        if settings.workers > 1:
+            uvloop.run(serve_with_workers(server, sock, app, settings))
+        else:
+            server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILED)
 
 
-async def serve_with_workers(app: LoadBalancerApp, front: Front, settings: Settings) -> None:
+async def serve_with_workers(
+    server: uvicorn.Server, sock: socket.socket, app: LoadBalancerApp, settings: Settings
+) -> None:
     """This process owns replicas and health and serves the port; LB_WORKERS - 1 workers share it."""
-    shared = bind_reuseport(settings.host, settings.port)
     private = socket.socket()  # where workers send the LB's own paths (the shared port could loop back)
     private.bind(("127.0.0.1", 0))
     owner_address = f"127.0.0.1:{private.getsockname()[1]}"
-    server = uvicorn.Server(make_config(app, front, settings, lifespan="on"))
-    serving = asyncio.create_task(server.serve(sockets=[shared, private]))
+    serving = asyncio.create_task(server.serve(sockets=[sock, private]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)
     if serving.done():
         await serving  # startup failed: uvicorn has logged why
         return
-    hub = WorkerHub(app.state.pool, settings.workers, owner_address)
+    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd)
     await hub.start()
     try:
         await serving

@@ -12,13 +12,12 @@ from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
 from app.api.routers import metrics, replicas, status
 from app.api.routers import proxy as proxy_routes
-from app.control.health import HealthMonitor, HealthPolicy
-from app.control.pool import PoolLimits, ReplicaPool
+from app.control.pool import PoolPolicy, ReplicaPool
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
-from app.runtimes import make_orchestrator
+from app.runtimes import make_runtime
 from app.settings import Settings
 from app.voting import routes as vote_routes
 from app.voting.store import VoteStore
@@ -30,44 +29,25 @@ Errors are `{"message": "<Error> ...", "status": "failure"}`.
 """
 
 
-def pool_limits(settings: Settings) -> PoolLimits:
-    """The pool's view of the settings."""
-    return PoolLimits(
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        max_idle=settings.max_idle_connections,
-        heartbeat_timeout=settings.heartbeat_timeout,
-        start_timeout=settings.start_timeout,
-        max_replicas=settings.max_replicas,
-        restart_backoff_max=settings.restart_backoff_max,
-        replacement_gets_new_name=settings.replacement_name == "new",
-    )
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
-    pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings))
+    pool = ReplicaPool(make_runtime(settings), strategy, PoolPolicy.from_settings(settings))
     extract_key = make_key_extractor(settings.key_source, settings.key_name)
-    proxy = Proxy(pool, extract_key, max_tries=settings.max_tries, max_body_bytes=settings.max_body_bytes)
-    monitor = HealthMonitor(
+    proxy = Proxy(
         pool,
-        HealthPolicy(
-            interval=settings.heartbeat_interval,
-            jitter=settings.heartbeat_jitter,
-            rise=settings.rise,
-            fall=settings.fall,
-        ),
+        extract_key,
+        max_tries=settings.max_tries,
+        max_body_bytes=settings.max_body_bytes,
     )
     app.state.strategy = strategy
     app.state.pool = pool
     app.state.proxy = proxy
     app.state.votes = VoteStore(settings.db_path, settings.vote_options)  # early: bad options fail fast
     try:
-        await pool.start_initial(settings.replicas)
-        monitor.start()
+        await pool.start(settings.replicas)
         if settings.fast_path and isinstance(app, LoadBalancerApp):
             app.fast_proxy = proxy
             app.data_plane = DataPlane(
@@ -78,7 +58,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(app, LoadBalancerApp):
             app.fast_proxy = None
             app.data_plane = None
-        await monitor.stop()
         await pool.close()
         app.state.votes.close()
 
@@ -95,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.max_control_body_bytes = settings.max_control_body_bytes
     install_error_handlers(app)
     install_offline_docs(app)
     control_routers = [replicas.router, status.router, metrics.router, vote_routes.router]

@@ -4,8 +4,9 @@ Two passes. "Python replicas": the LB starts its 3 usual replicas; nginx is poin
 "Near-free replicas": each replica is an nginx answering the replica JSON (bench/nginx_replica.py), so
 the proxy's own cost decides the throughput. Each target is loaded with wrk (same script, same
 connections); the CPU time of the proxy process(es) is read from /proc around each run. Prints and
-writes bench/results.md: req/s, p50/p99, CPU µs per request, and the ratios to nginx and to a direct
-call. Absolute numbers are noisy on a shared 2-core machine; compare the ratios.
+writes --out (bench/out/results.md; `make bench-report`: the committed bench/results.md): req/s,
+p50/p99, CPU µs per request, and the ratios to nginx and to a direct call. Absolute numbers are noisy
+on a shared 2-core machine; compare the ratios.
 """
 
 from __future__ import annotations
@@ -296,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--only", choices=["python", "near-free"], default=None)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
+    # The committed bench/results.md changes only when named (`make bench-report`).
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "results.md")
     args = parser.parse_args(argv)
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():

@@ -11,7 +11,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from app.dataplane.http1 import NO_BODY_STATUSES, RequestHead, encode_chunk, failure_body, status_line
+from app.dataplane.http1 import NO_BODY_STATUSES, RequestHead, encode_chunk, status_line
+from app.dataplane.limits import too_large
+from app.dataplane.replies import failure_body
 
 if TYPE_CHECKING:
     from app.dataplane.server import ClientConnection
@@ -24,8 +26,9 @@ _ASGI = {"version": "3.0", "spec_version": "2.4"}
 class AsgiExchange:
     """One request served by the FastAPI app in a Task."""
 
-    def __init__(self, client: ClientConnection, head: RequestHead) -> None:
+    def __init__(self, client: ClientConnection, head: RequestHead, max_body_bytes: int) -> None:
         self._client = client
+        self._limit = max_body_bytes  # the control limit on the LB's own paths, else the proxy's
         self.head = head
         self.body_done = not head.has_body
         self.leftover = b""
@@ -37,6 +40,8 @@ class AsgiExchange:
         self._pending_head = b""
         if self.body_done:
             self._body_ready.set_result(None)
+        if head.length is not None and head.length > max_body_bytes:
+            self._rejected = True  # a declared length over the limit: refused before a byte is read
 
     @property
     def started(self) -> bool:
@@ -56,9 +61,9 @@ class AsgiExchange:
     def on_request_body(self, data: bytes) -> None:
         """Collect the body (bounded)."""
         self._size += len(data)
-        if self._complete:
+        if self._complete or self._rejected:
             return  # answered without reading it: the parser drops the rest
-        if self._size > self._client.limits.max_body_bytes:
+        if self._size > self._limit:
             if not self._rejected:
                 self._rejected = True
                 self._body.clear()
@@ -180,8 +185,7 @@ class AsgiExchange:
             return
         self._started = True
         self._client.keep_alive = False
-        limit = self._client.limits.max_body_bytes
-        self._finish(self._client.error_bytes(413, failure_body(f"Request body exceeds {limit} bytes")))
+        self._finish(self._client.error_bytes(413, too_large(self._limit)))
 
     @staticmethod
     def _wake(future: asyncio.Future[None]) -> None:

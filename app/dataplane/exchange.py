@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from app.control.pool import RoutingTable
+from app.control.routing import RoutingTable
 from app.dataplane.errors import (
     StaleConnectionError,
     UpstreamConnectError,
@@ -26,13 +26,14 @@ from app.dataplane.http1 import (
     RequestHead,
     encode_chunk,
     encode_upstream_head,
-    failure_body,
     status_line,
 )
 from app.dataplane.keys import KeyExtractor, random_key
+from app.dataplane.limits import too_large
+from app.dataplane.replies import failure_body
 from app.dataplane.upstream import IDEMPOTENT_METHODS, UpstreamPool
 from app.dataplane.upstream_stream import StreamConnection
-from app.errors import NoReplicasError
+from app.errors import NoReplicasError, quote
 
 if TYPE_CHECKING:
     from app.dataplane.server import ClientConnection
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 REPLAY_LIMIT = 64 * 1024
 # Body bytes held while no upstream connection takes them, before the client is paused.
 UNSENT_LIMIT = 64 * 1024
+# A request body up to this size is read whole before the request goes to a replica.
+BUFFER_LIMIT = 64 * 1024
 
 
 class RoutingSource(Protocol):
@@ -72,7 +75,8 @@ class DataPlane:
         self.max_body_bytes = max_body_bytes
         self.no_replicas = failure_body("No replicas available to serve the request")
         self.none_answered = failure_body("No replica could answer the request")
-        self.too_large = failure_body(f"Request body exceeds {max_body_bytes} bytes")
+        self.too_large = too_large(max_body_bytes)
+        self.buffer_bytes = min(max_body_bytes + 1, BUFFER_LIMIT)  # body read before a replica is picked
         self.tasks: set[asyncio.Task[None]] = set()  # connects in progress (strong references)
 
     def spawn(self, coro: Any) -> None:
@@ -105,6 +109,7 @@ class ProxyExchange:
         "_unsent",
         "_unsent_size",
         "_upstream",
+        "_waiting_body",
         "body_done",
         "head",
         "leftover",
@@ -130,6 +135,7 @@ class ProxyExchange:
         self._name = ""
         self._tried: set[str] = set()
         self._sent_any = self._started = self._chunk_out = self._swallow = self._done = False
+        self._waiting_body = False
         self._out: list[bytes] = []
 
     # -- driven by the client connection ---------------------------------------------------------
@@ -147,6 +153,16 @@ class ProxyExchange:
             return
         if head.expect_continue and head.has_body:
             self._client.write(CONTINUE)  # we take the body ourselves; the replica never sees Expect
+        if self.body_done or self._received >= plane.buffer_bytes:
+            self._route()
+        else:
+            # Like nginx's client_body_buffer_size: a small body is read whole first, so the 413 holds
+            # before a replica answers, a failed try can be replayed, and the request leaves in one write.
+            self._waiting_body = True
+
+    def _route(self) -> None:
+        self._waiting_body = False
+        plane = self._plane
         table = plane.pool.table
         try:
             name = table.ring.lookup(self._key)
@@ -167,6 +183,8 @@ class ProxyExchange:
                 self._reply(413, self._plane.too_large, close=True)
             return
         self._forward_body(encode_chunk(data) if self.head.chunked else data)
+        if self._waiting_body and self._received >= self._plane.buffer_bytes:
+            self._route()  # a large body: stream the rest
 
     def on_request_end(self) -> None:
         """The client's body is complete."""
@@ -177,6 +195,8 @@ class ProxyExchange:
             self._forward_body(b"0\r\n\r\n")
         if self._conn is not None:
             self._conn.request_done = True
+        elif self._waiting_body:
+            self._route()
 
     def on_client_writable(self, writable: bool) -> None:
         """The client's send buffer crossed a watermark: pause or resume the replica."""
@@ -217,7 +237,7 @@ class ProxyExchange:
             client.keep_alive = False  # the parser stopped at the Upgrade request: nothing follows
         if status == 404 and self._plane.translate_404:
             self._swallow = True  # the contract's 400 replaces the replica's 404; its body is dropped
-            message = f"'{head.path}' endpoint does not exist in server replicas"
+            message = f"{quote(head.path)} endpoint does not exist in server replicas"
             self._out.append(client.error_bytes(400, failure_body(message)))
             return
         parts = [status_line(status)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -61,11 +60,6 @@ def status_line(status: int) -> bytes:
     if line is None:
         line = _STATUS_LINES[status] = b"HTTP/1.1 %d \r\n" % status
     return line
-
-
-def failure_body(message: str) -> bytes:
-    """The contract's error body, rendered once per distinct message."""
-    return json.dumps({"message": f"<Error> {message}", "status": "failure"}).encode()
 
 
 def error_response(status: int, body: bytes, *, close: bool) -> bytes:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from app.control.pool import ReplicaPool
+from app.control.routing import RoutingTable
 from replica_service.lifeline import die_with_parent
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,8 @@ def encode_message(message: Any) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
-def table_message(pool: ReplicaPool) -> bytes:
+def table_message(table: RoutingTable) -> bytes:
     """The routing table as workers rebuild it: the ring, and each member's address."""
-    table = pool.table
     members = [(name, upstream.address) for name, upstream in table.upstreams.items()]
     return encode_message(("table", table.ring, members))
 
@@ -56,8 +56,9 @@ def table_message(pool: ReplicaPool) -> bytes:
 class WorkerHub:
     """Starts the worker processes, pushes routing to them, takes their failure reports."""
 
-    def __init__(self, pool: ReplicaPool, count: int, owner_address: str) -> None:
+    def __init__(self, pool: ReplicaPool, count: int, owner_address: str, fd: int | None = None) -> None:
         self.pool = pool
+        self.fd = fd  # LB_FD: an inherited listening socket, passed on to every worker
         self.count = count
         self.owner_address = owner_address
         self._dir = Path(tempfile.mkdtemp(prefix="chlb-workers-"))
@@ -75,7 +76,12 @@ class WorkerHub:
             argv = [sys.executable, "-m", "app.dataplane.worker"]
             argv += ["--control", str(self._path), "--owner", self.owner_address, "--index", str(index)]
             self._procs.append(
-                subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)  # noqa: PLW1509
+                subprocess.Popen(
+                    argv,
+                    pass_fds=(self.fd,) if self.fd is not None else (),
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,  # noqa: PLW1509 - must run in the child
+                )
             )
         logger.info("started %d data-plane worker processes", self.count - 1)
 
@@ -102,15 +108,15 @@ class WorkerHub:
             self._server.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def _push(self) -> None:
+    def _push(self, table: RoutingTable) -> None:
         """Called by the pool after every routing-table swap, before anything else runs."""
         if self._writers:
-            message = table_message(self.pool)
+            message = table_message(table)
             for writer in self._writers:
                 writer.write(message)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(table_message(self.pool))
+        writer.write(table_message(self.pool.table))
         self._writers.add(writer)
         try:
             while True:

@@ -20,7 +20,8 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, par
 
 from app.dataplane.asgi_bridge import AsgiExchange
 from app.dataplane.exchange import DataPlane, ProxyExchange
-from app.dataplane.http1 import RequestHead, error_response, failure_body
+from app.dataplane.http1 import RequestHead, error_response
+from app.dataplane.replies import failure_body
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
@@ -281,11 +282,14 @@ class ClientConnection(asyncio.Protocol):
         exchange: Exchange
         if method == b"CONNECT" or self.front.is_reserved(head.path):
             owner = self.front.owner
-            exchange = AsgiExchange(self, head) if owner is None else ProxyExchange(owner, self, head)
+            if owner is None:
+                exchange = AsgiExchange(self, head, self.front.app.max_control_body_bytes)
+            else:
+                exchange = ProxyExchange(owner, self, head)
         elif plane is not None:
             exchange = ProxyExchange(plane, self, head)
         else:
-            exchange = AsgiExchange(self, head)
+            exchange = AsgiExchange(self, head, self.limits.max_body_bytes)
         self._current = exchange
         if head.upgrade:
             self._upgrading = exchange

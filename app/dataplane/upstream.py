@@ -363,27 +363,31 @@ class UpstreamPool:
         """
         if self._closed:
             raise UpstreamConnectError(f"pool for {self.address} is closed")
-        data = encode_request(method, target, headers, body)
-        head = method == b"HEAD"
-        conn = self._take_idle()
-        if conn is not None:
+        self.in_flight += 1  # counted inline, not in a wrapper coroutine: this is the hot path
+        try:
+            data = encode_request(method, target, headers, body)
+            head = method == b"HEAD"
+            conn = self._take_idle()
+            if conn is not None:
+                waiter = conn.send(data, head)
+                try:
+                    return await waiter
+                except StaleConnectionError:
+                    if method not in IDEMPOTENT_METHODS:
+                        raise
+                    logger.debug("%s closed an idle connection; retrying %s once", self.address, method)
+                except asyncio.CancelledError:
+                    conn.give_up(waiter)
+                    raise
+            conn = await self._connect()
             waiter = conn.send(data, head)
             try:
                 return await waiter
-            except StaleConnectionError:
-                if method not in IDEMPOTENT_METHODS:
-                    raise
-                logger.debug("%s closed an idle connection; retrying %s once", self.address, method)
             except asyncio.CancelledError:
                 conn.give_up(waiter)
                 raise
-        conn = await self._connect()
-        waiter = conn.send(data, head)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            conn.give_up(waiter)
-            raise
+        finally:
+            self.in_flight -= 1
 
     async def refuses(self) -> bool:
         """Whether a fresh connect is refused now (the replica is gone): a probe, no request is sent."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import uvicorn
 import uvloop
 
-from app.control.pool import RoutingTable
+from app.control.routing import RoutingTable
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.hub import encode_message, read_message
@@ -108,12 +108,17 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
 
 
 def make_config(
-    app: Any, front: Front, settings: Settings, *, lifespan: Literal["on", "off"]
+    app: Any,
+    front: Front,
+    settings: Settings,
+    *,
+    lifespan: Literal["on", "off"],
+    loop: Literal["none", "uvloop"] = "none",
 ) -> uvicorn.Config:
     """The uvicorn config every LB process uses: our Protocol, no per-request extras."""
     return uvicorn.Config(
         app,
-        loop="none",  # the caller runs uvloop
+        loop=loop,  # "none": the caller runs uvloop itself
         http=front.protocol,  # type: ignore[arg-type]  # our Protocol: proxied requests never become ASGI
         lifespan=lifespan,
         log_config=None,
@@ -143,7 +148,7 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
         OwnerRouting(owner, settings),
         lambda scope: OWNER,
         max_tries=1,
-        max_body_bytes=settings.max_body_bytes,
+        max_body_bytes=settings.max_control_body_bytes,
         translate_404=False,
     )
     front = Front(app, front_limits(settings), owner=owner_plane)
@@ -161,7 +166,9 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
 
     follower = asyncio.create_task(follow())
     try:
-        await server.serve(sockets=[bind_reuseport(settings.host, settings.port)])
+        # LB_FD: the owner passed its inherited socket on; otherwise each worker binds the port itself.
+        sock = socket.socket(fileno=settings.fd) if settings.fd is not None else None
+        await server.serve(sockets=[sock or bind_reuseport(settings.host, settings.port)])
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):

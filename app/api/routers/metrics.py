@@ -13,7 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from app.api.deps import PoolDep
-from app.control.pool import ReplicaPool, State
+from app.control.lifecycle import State
+from app.control.membership import Membership
 
 router = APIRouter(tags=["status"])
 
@@ -23,13 +24,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class PoolCollector(Collector):
     """Replica membership, health and restarts of one pool."""
 
-    def __init__(self, pool: ReplicaPool) -> None:
+    def __init__(self, pool: Membership) -> None:
         self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
-        members = list(self.pool.members.values())
+        members = self.pool.replicas()
         desired = GaugeMetricFamily("chlb_replicas_desired", "Replicas the LB keeps alive")
-        desired.add_metric([], len(members))
+        desired.add_metric([], len(self.pool.names()))
         up = GaugeMetricFamily("chlb_replica_up", "1 when the replica is on the ring", labels=["replica"])
         fails = GaugeMetricFamily(
             "chlb_replica_consecutive_failures", "Failed heartbeats in a row", labels=["replica"]

@@ -8,8 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import PoolDep, StrategyDep
-from app.control.pool import State, natural_key
-from app.runtimes.base import ReplicaHandle
+from app.control.lifecycle import State
 
 
 class ReplicaStatus(BaseModel):
@@ -21,6 +20,7 @@ class ReplicaStatus(BaseModel):
     state: State
     on_ring: bool
     consecutive_failures: int
+    in_flight: int = Field(description="requests sent to it and not yet answered (drain waits for 0)")
     last_probe: float | None
     restarts: int
     failed_starts: int
@@ -39,11 +39,6 @@ class StatusResponse(BaseModel):
 router = APIRouter(tags=["status"])
 
 
-def _pid(handle: ReplicaHandle | None) -> int | None:
-    pid = getattr(handle.ref, "pid", None) if handle else None
-    return pid if isinstance(pid, int) else None
-
-
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness of the LB itself (not of the replicas)."""
@@ -59,16 +54,19 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
         ReplicaStatus(
             name=m.name,
             address=m.handle.address if m.handle else None,
-            pid=_pid(m.handle),
+            pid=m.handle.pid if m.handle else None,
             state=m.state,
             on_ring=m.name in on_ring,
             consecutive_failures=m.fails,
+            in_flight=m.upstream.in_flight if m.upstream else 0,
             last_probe=m.last_probe,
             restarts=m.restarts,
             failed_starts=m.attempts,
-            retry_in=round(m.next_start - now, 3) if m.handle is None and m.next_start > now else None,
+            retry_in=round(m.next_start - now, 3)
+            if m.state is State.BACKOFF and m.next_start > now
+            else None,
             last_error=m.last_error,
         )
-        for m in sorted(pool.members.values(), key=lambda m: natural_key(m.name))
+        for m in pool.replicas()
     ]
     return StatusResponse(strategy=strategy.name, replicas=rows)

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import test_contract as contract
 from tests.backends import Backend
 from tests.conftest import echo_command
+from tests.e2e import test_contract as contract
 from tests.lb_support import (
     LBFactory,
     RunningLB,
