@@ -108,6 +108,7 @@ class ProxyExchange:
         "_tried",
         "_unsent",
         "_unsent_size",
+        "_begun",
         "_upstream",
         "_waiting_body",
         "body_done",
@@ -135,7 +136,7 @@ class ProxyExchange:
         self._name = ""
         self._tried: set[str] = set()
         self._sent_any = self._started = self._chunk_out = self._swallow = self._done = False
-        self._waiting_body = False
+        self._waiting_body = self._begun = False
         self._out: list[bytes] = []
 
     # -- driven by the client connection ---------------------------------------------------------
@@ -148,7 +149,8 @@ class ProxyExchange:
     def start(self) -> None:
         """Pick the replica and send the head (on an idle connection: no Task, no await)."""
         head, plane = self.head, self._plane
-        if head.length is not None and head.length > plane.max_body_bytes:
+        self._begun = True
+        if self._received > plane.max_body_bytes or (head.length or 0) > plane.max_body_bytes:
             self._reply(413, plane.too_large, close=True)
             return
         if head.expect_continue and head.has_body:
@@ -177,14 +179,20 @@ class ProxyExchange:
             return
         self._received += len(data)
         if self._received > self._plane.max_body_bytes:
+            if not self._begun:
+                return  # queued behind an earlier request: start() answers 413 in its turn
             if self._started:
                 self._finish_broken()
             else:
                 self._reply(413, self._plane.too_large, close=True)
             return
         self._forward_body(encode_chunk(data) if self.head.chunked else data)
-        if self._waiting_body and self._received >= self._plane.buffer_bytes:
-            self._route()  # a large body: stream the rest
+        if self._waiting_body and (
+            self._received >= self._plane.buffer_bytes or self._unsent_size > UNSENT_LIMIT
+        ):
+            # A large body: stream the rest. (The framed size counts too: chunk headers make it larger,
+            # and _forward_body pauses the client beyond UNSENT_LIMIT; waiting on would wait forever.)
+            self._route()
 
     def on_request_end(self) -> None:
         """The client's body is complete."""

@@ -160,3 +160,31 @@ def test_in_flight_counts_requests_until_they_end(stream_lb: RunningLB) -> None:
     for key in range(5):
         assert stream_lb.client.get("/big", params={"mib": "1", "id": str(key)}).status_code == 200
     assert in_flight(stream_lb) == 0
+
+
+def test_a_chunked_body_of_small_chunks_is_not_stalled_by_its_framing(stream_lb: RunningLB) -> None:
+    # 620 chunks of 100 bytes: 62,000 bytes of body, but over 64 KiB with the chunk framing. Only then
+    # does the rest come; an LB that paused the client while waiting for 64 KiB of body would hang here.
+    chunk = b"64\r\n" + b"c" * 100 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", stream_lb.port), timeout=10) as sock:
+        head = b"POST /upload?id=5 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        sock.sendall(head + chunk * 620)
+        assert not _answered(sock)
+        sock.sendall(chunk * 20 + b"0\r\n\r\n")
+        answer = b""
+        while b'"received"' not in answer:
+            data = sock.recv(65536)
+            assert data, answer
+            answer += data
+    assert b'"received": 64000' in answer
+
+
+def _answered(sock: socket.socket) -> bool:
+    """Whether the LB answered already (it must not: the body is not complete)."""
+    sock.settimeout(0.2)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except TimeoutError:
+        return False
+    finally:
+        sock.settimeout(10)
