@@ -85,12 +85,6 @@ class WorkerHub:
             )
         logger.info("started %d data-plane worker processes", self.count - 1)
 
-    async def wait_ready(self, timeout: float) -> None:
-        """Wait until every worker has connected (and so is serving, or about to)."""
-        async with asyncio.timeout(timeout):
-            while len(self._writers) < self.count - 1:
-                await asyncio.sleep(0.02)
-
     async def stop(self) -> None:
         """Stop the workers (SIGTERM, then SIGKILL) and the control socket."""
         for proc in self._procs:
