@@ -53,7 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
     stats = Stats()
-    pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings))
+    pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings), stats)
     proxy = Proxy(
         pool,
         make_key_extractor(settings.key_source, settings.key_name),

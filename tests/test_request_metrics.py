@@ -115,3 +115,11 @@ def test_a_request_retried_after_its_replica_died_is_counted(echo_lb: RunningLB)
         before, "chlb_requests_total", replica=name, **{"class": "error"}
     )
     wait_until(lambda: echo_lb.status()[name]["state"] == "up", timeout=30)  # replaced, for later tests
+
+
+def test_ring_rebuilds_are_counted(echo_lb: RunningLB) -> None:
+    before = total(samples(echo_lb), "chlb_ring_rebuilds_total")
+    assert before >= 1  # the initial replicas came up
+    assert echo_lb.client.post("/add", json={"n": 1, "hostnames": ["R9"]}).status_code == 200
+    assert echo_lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": ["R9"]}).status_code == 200
+    assert total(samples(echo_lb), "chlb_ring_rebuilds_total") >= before + 2
