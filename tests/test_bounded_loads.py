@@ -36,20 +36,20 @@ def test_a_key_stays_home_until_its_replica_reaches_the_cap() -> None:
     key = "123456"
     order = list(ring.successors(key))
     loads = {name: Load(4) for name in order}
-    assert pick_bounded(ring, key, loads, 1.25) == order[0]  # 4 < ceil(1.25 x 4) = 5
+    assert pick_bounded(ring, key, order[0], loads, 1.25) == order[0]  # 4 < ceil(1.25 x 4) = 5
     loads[order[0]].in_flight = 5
-    assert pick_bounded(ring, key, loads, 1.25) == order[0]  # 5 < ceil(1.25 x 17 / 4) = 6
+    assert pick_bounded(ring, key, order[0], loads, 1.25) == order[0]  # 5 < ceil(1.25 x 17 / 4) = 6
     loads[order[0]].in_flight = 7
-    assert pick_bounded(ring, key, loads, 1.25) == order[1]  # cap 6
+    assert pick_bounded(ring, key, order[0], loads, 1.25) == order[1]  # cap 6
     loads[order[1]].in_flight = 7
-    assert pick_bounded(ring, key, loads, 1.25) == order[2]  # cap 7: the next in the fallback order
+    assert pick_bounded(ring, key, order[0], loads, 1.25) == order[2]  # cap 7: the next in the fallback order
 
 
 def test_an_idle_pool_sends_every_key_home() -> None:
     ring = make_strategy("ketama").build(["a", "b", "c"])
     loads = {name: Load() for name in ("a", "b", "c")}
     for key in map(str, range(200)):
-        assert pick_bounded(ring, key, loads, 1.25) == ring.lookup(key)
+        assert pick_bounded(ring, key, ring.lookup(key), loads, 1.25) == ring.lookup(key)
 
 
 @pytest.mark.slow

@@ -92,7 +92,7 @@ class Proxy:
             await self._reply(send, 503, self._no_replicas)
             return
         if self.balance_factor is not None:
-            chosen = pick_bounded(table.ring, key, table.upstreams, self.balance_factor)
+            chosen = pick_bounded(table.ring, key, name, table.upstreams, self.balance_factor)
             if chosen != name:
                 (self._replica_stats.get(name) or self.stats.replica(name)).diverted += 1
                 name = chosen
