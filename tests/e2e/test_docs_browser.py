@@ -47,7 +47,8 @@ def authorized_rm_status(browser: WebDriver, url: str, token: str | None) -> str
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f"{operation} .try-out__btn"))[0].click()
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f"{operation} .execute"))[0].click()
     cell = f"{operation} .live-responses-table tr.response .response-col_status"
-    status: str = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, cell).text.strip() or None)
+    status = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, cell).text.strip() or None)
+    assert status is not None
     return status
 
 
