@@ -15,8 +15,7 @@ from app.control.membership import Membership
 from app.dataplane.balance import pick_bounded
 from app.dataplane.keys import KeyExtractor, random_key
 from app.dataplane.limits import declared_length, read_body, too_large
-from app.dataplane.replies import failure_body
-from app.dataplane.replies import reply
+from app.dataplane.replies import failure_body, reply
 from app.dataplane.upstream import (
     HOP_BY_HOP_HEADERS,
     IDEMPOTENT_METHODS,
