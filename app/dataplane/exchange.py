@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.control.routing import RoutingTable
+from app.dataplane.balance import pick_bounded
 from app.dataplane.errors import (
     StaleConnectionError,
     UpstreamConnectError,
@@ -34,6 +36,7 @@ from app.dataplane.replies import failure_body
 from app.dataplane.upstream import IDEMPOTENT_METHODS, UpstreamPool
 from app.dataplane.upstream_stream import StreamConnection
 from app.errors import NoReplicasError, quote
+from app.metrics import Stats
 
 if TYPE_CHECKING:
     from app.dataplane.server import ClientConnection
@@ -67,8 +70,12 @@ class DataPlane:
         max_tries: int = 3,
         max_body_bytes: int = 10 * 1024 * 1024,
         translate_404: bool = True,
+        stats: Stats | None = None,
+        balance_factor: float | None = None,
     ) -> None:
         self.pool = pool
+        self.stats = stats or Stats()  # per-replica counters (this process's; /metrics reads the owner's)
+        self.balance_factor = balance_factor  # None: plain consistent hashing
         self.translate_404 = translate_404  # a replica's 404 becomes the contract's 400 (not the LB's own)
         self.extract_key = extract_key
         self.max_tries = max_tries
@@ -102,6 +109,7 @@ class ProxyExchange:
         "_plane",
         "_received",
         "_request_head",
+        "_sent_at",
         "_sent_any",
         "_started",
         "_swallow",
@@ -137,6 +145,7 @@ class ProxyExchange:
         self._tried: set[str] = set()
         self._sent_any = self._started = self._chunk_out = self._swallow = self._done = False
         self._waiting_body = self._begun = False
+        self._sent_at = 0.0
         self._out: list[bytes] = []
 
     # -- driven by the client connection ---------------------------------------------------------
@@ -171,6 +180,11 @@ class ProxyExchange:
         except NoReplicasError:  # nothing is UP right now
             self._reply(503, plane.no_replicas)
             return
+        if plane.balance_factor is not None:
+            chosen = pick_bounded(table.ring, self._key, name, table.upstreams, plane.balance_factor)
+            if chosen != name:
+                plane.stats.replica(name).diverted += 1
+                name = chosen
         self._try(table.upstreams[name], name)
 
     def on_request_body(self, data: bytes) -> None:
@@ -240,12 +254,14 @@ class ProxyExchange:
     ) -> None:
         """Start the client's response: same status and headers, framing for this hop."""
         self._started = True
-        head, client = self.head, self._client
+        head, client, stats = self.head, self._client, self._plane.stats
+        stats.replica(self._name).observe(status, perf_counter() - self._sent_at)
         if head.upgrade:
             client.keep_alive = False  # the parser stopped at the Upgrade request: nothing follows
         if status == 404 and self._plane.translate_404:
             self._swallow = True  # the contract's 400 replaces the replica's 404; its body is dropped
             message = f"{quote(head.path)} endpoint does not exist in server replicas"
+            stats.replied(400)
             self._out.append(client.error_bytes(400, failure_body(message)))
             return
         parts = [status_line(status)]
@@ -315,6 +331,7 @@ class ProxyExchange:
     def on_upgraded(self, headers: list[tuple[bytes, bytes]], upgrade: bytes, leftover: bytes) -> None:
         """The replica switched protocols: pass the 101 on, then bytes flow both ways."""
         self._started = True
+        self._plane.stats.replica(self._name).observe(101, perf_counter() - self._sent_at)
         parts = [status_line(101)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
@@ -343,6 +360,7 @@ class ProxyExchange:
     def _try(self, upstream: UpstreamPool, name: str) -> None:
         self._tried.add(name)
         self._name = name
+        self._sent_at = perf_counter()
         self._leave()
         self._upstream = upstream
         upstream.in_flight += 1
@@ -406,6 +424,8 @@ class ProxyExchange:
         failed, method, plane = self._name, self.head.method, self._plane
         upstream = self._upstream
         self._leave()
+        if not (isinstance(exc, StaleConnectionError) and method in IDEMPOTENT_METHODS):
+            plane.stats.replica(failed).errors += 1  # (a stale idle connection is retried unseen)
         if isinstance(exc, UpstreamTimeout):
             self._reply(504, failure_body(f"Replica '{failed}' did not answer in time"))
             return
@@ -436,6 +456,7 @@ class ProxyExchange:
         if candidate is None or candidate not in table.upstreams:
             self._reply(503, plane.none_answered)
             return
+        plane.stats.replica(failed).retries += 1
         self._try(table.upstreams[candidate], candidate)
 
     async def _after_stale(self, upstream: UpstreamPool, exc: StaleConnectionError) -> None:
@@ -455,6 +476,7 @@ class ProxyExchange:
         self._leave()
         if close:
             self._client.keep_alive = False
+        self._plane.stats.replied(status)
         self._unpause_client()
         self._client.write(self._client.error_bytes(status, body))
         self._client.finish(self)

@@ -142,7 +142,11 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     assert isinstance(app, LoadBalancerApp)
     extract_key = make_key_extractor(settings.key_source, settings.key_name)
     app.data_plane = DataPlane(
-        routing, extract_key, max_tries=settings.max_tries, max_body_bytes=settings.max_body_bytes
+        routing,
+        extract_key,
+        max_tries=settings.max_tries,
+        max_body_bytes=settings.max_body_bytes,
+        balance_factor=settings.balance_factor,  # on this worker's own in-flight counts
     )
     owner_plane = DataPlane(
         OwnerRouting(owner, settings),

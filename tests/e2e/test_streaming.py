@@ -144,7 +144,7 @@ def in_flight(lb: RunningLB) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in lb.client.get("/metrics").text.splitlines()
-        if line.startswith("chlb_replica_in_flight{")
+        if line.startswith("chlb_in_flight{")
     )
 
 

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.deps import PoolDep, StrategyDep
+from app.api.deps import PoolDep, StatsDep, StrategyDep
 from app.control.lifecycle import State
 
 
@@ -26,6 +26,8 @@ class ReplicaStatus(BaseModel):
     failed_starts: int
     retry_in: float | None
     last_error: str | None
+    requests: int = Field(description="requests proxied to it since the LB started (under this name)")
+    latency_p99_ms: float | None = Field(description="p99 upstream latency of its last 1,024 requests")
 
 
 class StatusResponse(BaseModel):
@@ -39,6 +41,10 @@ class StatusResponse(BaseModel):
 router = APIRouter(tags=["status"])
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness of the LB itself (not of the replicas)."""
@@ -46,10 +52,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/status", response_model=StatusResponse)
-async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse:
+async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) -> StatusResponse:
     """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
+    members = pool.replicas()
+    counters = {m.name: stats.replica(m.name) for m in members}
     rows = [
         ReplicaStatus(
             name=m.name,
@@ -66,7 +74,9 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
             if m.state is State.BACKOFF and m.next_start > now
             else None,
             last_error=m.last_error,
+            requests=counters[m.name].requests,
+            latency_p99_ms=_ms(counters[m.name].latency_p99()),
         )
-        for m in pool.replicas()
+        for m in members
     ]
     return StatusResponse(strategy=strategy.name, replicas=rows)
