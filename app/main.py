@@ -13,6 +13,7 @@ from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
 from app.api.routers import metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
+from app.api.schemas import Failure
 from app.control.pool import PoolPolicy, ReplicaPool
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # replaced by install_offline_docs: no CDN
         redoc_url=None,
+        # The client side's limits answer on every path, before any route (app.dataplane.server).
+        responses={431: {"model": Failure, "description": "Request line + headers over LB_MAX_HEADER_BYTES"}},
     )
     app.state.settings = settings
     app.max_control_body_bytes = settings.max_control_body_bytes
