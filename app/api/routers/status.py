@@ -8,7 +8,18 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import PoolDep, StrategyDep
+from app.control.engine_membership import EngineMembership
 from app.control.lifecycle import State
+
+
+class TaskStatus(BaseModel):
+    """The engine's view of a replica's current task (swarm runtime)."""
+
+    state: str = Field(description="the engine's task state: pending, starting, running, failed, ...")
+    desired_state: str
+    message: str | None
+    container: str | None = Field(description="short id of the task's container")
+    updated_at: str | None
 
 
 class ReplicaStatus(BaseModel):
@@ -26,6 +37,7 @@ class ReplicaStatus(BaseModel):
     failed_starts: int
     retry_in: float | None
     last_error: str | None
+    task: TaskStatus | None = Field(None, description="the engine's view of its task (swarm runtime)")
 
 
 class StatusResponse(BaseModel):
@@ -50,6 +62,7 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
     """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
+    tasks = pool.tasks if isinstance(pool, EngineMembership) else {}
     rows = [
         ReplicaStatus(
             name=m.name,
@@ -66,6 +79,9 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
             if m.state is State.BACKOFF and m.next_start > now
             else None,
             last_error=m.last_error,
+            task=TaskStatus.model_validate(view, from_attributes=True)
+            if (view := tasks.get(m.name)) is not None
+            else None,
         )
         for m in pool.replicas()
     ]
