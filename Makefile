@@ -18,6 +18,7 @@ help:
 	@echo "make bench        proxy throughput vs nginx and a direct call -> bench/results.md"
 	@echo "make experiments  experiments A-1..A-4 -> experiments/REPORT.md"
 	@echo "make docker-up / docker-down   the stack in containers (docker compose)"
+	@echo "make swarm-up / swarm-down     two LB instances on Docker Swarm (docker-stack.yml)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +51,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output
 
 -include mk/docker.mk
+-include mk/swarm.mk
