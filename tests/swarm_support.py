@@ -92,6 +92,8 @@ class SwarmStack:
     # ----- what the engine holds of ours -----------------------------------------------------------
     def services(self) -> list[str]:
         """Names of the services of this run: the stack's LBs and the replicas they created."""
+        if not (self.client.info().get("Swarm") or {}).get("ControlAvailable"):
+            return []  # in no swarm (e.g. after swarm-down left the one it made): no services at all
         found = self.client.services.list(filters={"label": f"{LABEL}={self.stack}"})
         found += self.client.services.list(filters={"label": f"com.docker.stack.namespace={self.stack}"})
         return sorted(s.name for s in found)
