@@ -17,7 +17,14 @@ import pytest
 
 from tests.load import Load
 from tests.polling import wait_until
-from tests.swarm_support import SwarmStack, engine_snapshot, fresh_stack, replicas_of, status_of
+from tests.swarm_support import (
+    REPLICA_IMAGE,
+    SwarmStack,
+    engine_snapshot,
+    fresh_stack,
+    replicas_of,
+    status_of,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -100,6 +107,8 @@ def test_add_through_one_instance_is_listed_by_the_other_within_a_second(swarm_s
     a, b = swarm_stack.urls
     base = [swarm_stack.name(k) for k in (1, 2, 3)]
     wait_until(converged(swarm_stack, base), timeout=30)
+    lbs = [f"{swarm_stack.stack}_lb-a", f"{swarm_stack.stack}_lb-b"]
+    assert swarm_stack.services() == sorted([*base, *lbs])  # two instances started together made 3
     added = swarm_stack.name(7)
     add(a, [added])
     returned = time.monotonic()
@@ -197,3 +206,27 @@ def test_lb_instance_killed_under_load_on_the_other_comes_back_with_the_same_mem
     assert swarm_stack.task_container(f"{swarm_stack.stack}_lb-a").id != lb_a.id
     assert swarm_stack.services() == services_before  # it read the replicas back, made none
     wait_until(all_up(swarm_stack, names), timeout=30)
+
+
+def test_add_refuses_bad_names_and_never_touches_a_service_it_did_not_make(
+    swarm_stack: SwarmStack, docker_engine: Any
+) -> None:
+    from docker.types import ServiceMode
+
+    a, b = swarm_stack.urls
+    base = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(converged(swarm_stack, base), timeout=30)
+    for bad in ("a.b", "ends-", "Server 5", "x" * 64):
+        response = httpx.post(f"{a}/add", json={"n": 1, "hostnames": [bad]}, timeout=10.0)
+        assert response.status_code == 400, response.text
+        assert response.json()["status"] == "failure"
+    foreign = f"t{swarm_stack.token}-foreign"  # someone else's service (no task: zero replicas)
+    service = docker_engine.services.create(REPLICA_IMAGE, name=foreign, mode=ServiceMode("replicated", 0))
+    try:
+        response = httpx.post(f"{b}/add", json={"n": 1, "hostnames": [foreign]}, timeout=30.0)
+        assert response.status_code == 409, response.text
+        assert response.json()["status"] == "failure"
+        assert docker_engine.services.get(foreign).id == service.id
+    finally:
+        service.remove()
+    assert replicas_of(a) == replicas_of(b) == base
