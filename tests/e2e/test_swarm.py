@@ -26,7 +26,7 @@ from tests.swarm_support import (
     status_of,
 )
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # a cold image build included
 
 CONVERGE_SECONDS = 1.0  # the bound: every instance's /rep shows a change within 1 s
 KEYS = 10_000
