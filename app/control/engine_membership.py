@@ -21,7 +21,7 @@ from app.control.health import probe_heartbeat
 from app.control.lifecycle import Prober, Replica
 from app.control.naming import generate_names
 from app.control.pool import PoolPolicy, ReplicaPool
-from app.errors import LoadBalancerError
+from app.errors import LoadBalancerError, PeerCreatedError
 from app.ring.base import HashStrategy
 from app.runtimes.base import ReplicaHandle
 from app.runtimes.engine import EngineRuntime, TaskView
@@ -57,9 +57,14 @@ class EngineMembership(ReplicaPool):
             listing = await self.engine.list_replicas()
             if not listing and initial:
                 # Two instances starting together both create server1..N: names are unique in the
-                # engine, so the slower one's create conflicts and adopts the other's service.
+                # engine, so the slower one's creates conflict, and it takes the other's from the listing.
                 names = generate_names(self.runtime.name_prefix, initial, ())
-                await asyncio.gather(*(self.runtime.start(name) for name in names))
+                results = await asyncio.gather(
+                    *(self.runtime.start(name) for name in names), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, BaseException) and not isinstance(result, PeerCreatedError):
+                        raise result
                 listing = await self.engine.list_replicas()
             self._apply(listing)
         self.monitor.start()

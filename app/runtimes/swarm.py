@@ -7,7 +7,8 @@ services and follows the engine's events; none of them keeps a copy of its own. 
 engine starts a new one under the same service name: the LB never starts a second copy.
 
 Service names are unique in a swarm, so a create that conflicts with a service of this cluster means
-another LB instance made it at the same time: it is adopted, not duplicated. Anything else holding the
+another LB instance made it at the same time (PeerCreatedError: at boot the membership then takes it
+from the listing, and /add answers 409 rather than count one replica twice). Anything else holding the
 name is an error, never a deletion. Every blocking docker SDK call runs in a worker thread.
 """
 
@@ -27,7 +28,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import EndpointSpec, Healthcheck, RestartPolicy, ServiceMode
 
-from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError
+from app.errors import InvalidRequestError, PeerCreatedError, ReplicaExistsError, ReplicaStartError
 from app.runtimes.base import ReplicaHandle
 from app.runtimes.engine import TaskView
 from app.runtimes.events import Event, EventFollower
@@ -109,7 +110,7 @@ class SwarmRuntime:
             )
 
     async def start(self, name: str) -> SwarmHandle:
-        """Create the service `name` (or adopt it if another LB instance just did); returns at once."""
+        """Create the service `name`; returns at once (before it serves)."""
         self.check_name(name)
         await self._ensure_ready()
         try:
@@ -213,23 +214,25 @@ class SwarmRuntime:
         except APIError as exc:
             if exc.status_code != 409:
                 raise
-            return self._adopt_conflicting_sync(name)
+            raise self._conflict_sync(name) from exc
         logger.info("replica %s: created service %s", name, service.id[:12])
         return self._handle_for(service.id, name)
 
-    def _adopt_conflicting_sync(self, name: str) -> SwarmHandle:
+    def _conflict_sync(self, name: str) -> Exception:
+        """Why `name` could not be created: a peer instance made it, or it is someone else's."""
         try:
             service = self._client.services.get(name)
-        except NotFound as exc:  # it was removed between our create and this look-up
-            raise ReplicaStartError(f"Cannot start replica '{name}': its service came and went") from exc
+        except NotFound:  # removed between our create and this look-up
+            return ReplicaStartError(f"Cannot start replica '{name}': its service came and went")
         labels = (service.attrs.get("Spec") or {}).get("Labels") or {}
-        if service.name != name or labels.get(self.label) != self.cluster:
-            raise ReplicaExistsError(
-                f"Cannot start replica '{name}': a service with that name exists and is not a replica "
-                f"of this load balancer cluster ({self.label}={self.cluster})"
+        if service.name == name and labels.get(self.label) == self.cluster:
+            return PeerCreatedError(
+                f"Replica name '{name}' is already in use: another load balancer instance just created it"
             )
-        logger.info("replica %s: service exists already (another LB instance made it); adopted", name)
-        return self._handle_for(service.id, name)
+        return ReplicaExistsError(
+            f"Cannot start replica '{name}': a service with that name exists and is not a replica "
+            f"of this load balancer cluster ({self.label}={self.cluster})"
+        )
 
     def _remove_sync(self, handle: SwarmHandle) -> None:
         try:

@@ -16,7 +16,7 @@ from app.control.engine_membership import EngineMembership
 from app.control.health import ProbeSchedule
 from app.control.lifecycle import Replica, State
 from app.control.pool import PoolPolicy
-from app.errors import InvalidRequestError, ReplicaStartError
+from app.errors import InvalidRequestError, PeerCreatedError
 from app.ring import RendezvousStrategy
 from app.runtimes.base import ReplicaHandle
 from app.runtimes.engine import TaskView
@@ -92,9 +92,7 @@ class FakeEngineRuntime:
         await asyncio.sleep(0)  # an engine call: other instances run meanwhile
         sid = self.engine.create(name)
         if sid is None:
-            sid = self.engine.services.get(name)
-            if sid is None:
-                raise ReplicaStartError(f"replica '{name}' came and went")
+            raise PeerCreatedError(f"Replica name '{name}' is already in use")
         return self._handle(name, sid)
 
     async def stop(self, handle: EngineHandle) -> None:
@@ -250,3 +248,18 @@ async def test_a_service_recreated_under_the_same_name_is_a_new_member() -> None
     await eventually(up(lb))
     assert old.state is State.REMOVED
     await lb.close()
+
+
+@in_loop
+async def test_concurrent_adds_through_two_instances_never_count_one_replica_twice() -> None:
+    engine = FakeEngine()
+    a, b = instance(engine), instance(engine)
+    await a.start(2)
+    await b.start(2)
+    results = await asyncio.gather(a.add(1, []), b.add(1, []), return_exceptions=True)
+    added = [r for r in results if isinstance(r, list)]
+    refused = [r for r in results if isinstance(r, PeerCreatedError)]
+    assert (added, len(refused)) == ([["r3"]], 1)  # both picked r3; the engine made it once: a 409
+    assert engine.created == ["r1", "r2", "r3"]
+    await eventually(lambda: a.names() == b.names() == ["r1", "r2", "r3"], timeout=1.0)
+    await asyncio.gather(a.close(), b.close())
