@@ -103,17 +103,18 @@ down() {
         return 0
     fi
     if [[ $state == active ]]; then
-        # The LBs first: nothing may create replicas once we remove them.
-        # It cannot remove the network while replicas are attached (and says so, failing): removed below.
+        # The LBs and the replicas together: an LB creates replicas only when it starts (and the stack's
+        # are stopping, never starting), so none comes back. Stack rm cannot remove the network while
+        # replicas are attached (and says so, failing): the network is removed below.
         if [[ -n $(stack_services) ]]; then docker stack rm "$STACK" >/dev/null 2>&1 || true; fi
-        wait_for "the stack's containers to go" none_left docker ps -aq --filter "label=com.docker.stack.namespace=$STACK"
         local services
         services=$(our_services)
         if [[ -n $services ]]; then
             # shellcheck disable=SC2086  # one id per word
             docker service rm $services >/dev/null
         fi
-        wait_for "the replicas' containers to go" none_left our_containers
+        # Tasks stop asynchronously (≈ 6 s here): wait until their containers are gone.
+        wait_for "the stack's and the replicas' containers to go" none_left our_containers
         if network_exists "$NETWORK"; then
             wait_for "network $NETWORK to be removed" remove_network "$NETWORK"
         fi

@@ -6,6 +6,7 @@ overlay network) and answer on host-mode ports on 127.0.0.1; every request here 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +17,9 @@ import httpx
 import pytest
 
 from tests.load import Load
-from tests.polling import wait_until
+from tests.polling import eventually, wait_until
 from tests.swarm_support import (
+    LABEL,
     REPLICA_IMAGE,
     SwarmStack,
     engine_snapshot,
@@ -230,3 +232,73 @@ def test_add_refuses_bad_names_and_never_touches_a_service_it_did_not_make(
     finally:
         service.remove()
     assert replicas_of(a) == replicas_of(b) == base
+
+
+def test_swarm_runtime_on_the_engine_conflicts_lists_and_reports_task_deaths(
+    swarm_stack: SwarmStack, docker_engine: Any
+) -> None:
+    """Two runtimes of one cluster in this process (the LB side only: no request to the replicas)."""
+    import docker
+    from docker.types import ServiceMode
+
+    from app.errors import PeerCreatedError, ReplicaExistsError
+    from app.runtimes.swarm import SwarmHandle, SwarmRuntime
+
+    cluster = f"{swarm_stack.stack}-rt"  # not the stack's cluster: its LBs must not see these
+    name = f"{cluster}-s1"
+
+    def runtime() -> SwarmRuntime:
+        return SwarmRuntime(
+            docker.from_env, image=REPLICA_IMAGE, network=swarm_stack.network, label=LABEL, cluster=cluster
+        )
+
+    def task_container() -> Any:
+        running = docker_engine.containers.list(filters={"label": f"com.docker.swarm.service.name={name}"})
+        return running[0] if running else None
+
+    async def scenario() -> None:
+        one, two = runtime(), runtime()
+        changes: list[int] = []
+        exits: list[SwarmHandle] = []
+        two.on_change = lambda: changes.append(1)
+        two.on_exit = exits.append
+        await two.watch()
+        handle = await one.start(name)
+        with pytest.raises(PeerCreatedError):
+            await two.start(name)
+        await eventually(lambda: changes, timeout=5)  # the create reached the other one as an event
+        listing = await two.list_replicas()
+        assert list(listing) == [name]
+        seen, _ = listing[name]
+        assert seen.service_id == handle.service_id and seen.host == name
+        assert (await two.list_replicas())[name][0] is seen  # one handle per service: identity = instance
+        container = await eventually(task_container, timeout=60, interval=0.1)
+        view = (await two.list_replicas())[name][1]
+        assert view is not None and view.desired_state == "running"
+        assert view.container == container.id[:12]
+        container.kill()
+        await eventually(lambda: exits, timeout=10)  # the task container's die event
+        assert exits[0] is seen
+        await one.stop(handle)
+        assert await two.list_replicas() == {}
+        foreign = docker_engine.services.create(
+            REPLICA_IMAGE, name=f"{cluster}-x", mode=ServiceMode("replicated", 0)
+        )
+        try:
+            with pytest.raises(ReplicaExistsError) as refused:
+                await one.start(f"{cluster}-x")
+            assert not isinstance(refused.value, PeerCreatedError)
+        finally:
+            foreign.remove()
+        await one.close()
+        await two.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        for service in docker_engine.services.list(filters={"label": f"{LABEL}={cluster}"}):
+            service.remove()
+        wait_until(
+            lambda: not docker_engine.containers.list(all=True, filters={"label": f"{LABEL}={cluster}"}),
+            timeout=60,
+        )
