@@ -7,6 +7,8 @@
 
 SWARM_STACK         ?= chlb
 SWARM_CLUSTER       ?= chlb
+SWARM_LABEL         ?= chlb.replica
+SWARM_PREFIX        ?= server
 SWARM_NETWORK       ?= chlb-swarm
 SWARM_PORT_A        ?= 5000
 SWARM_PORT_B        ?= 5001
@@ -15,7 +17,7 @@ SWARM_LB_IMAGE      ?= chlb-lb:latest
 SWARM_REPLICA_IMAGE ?= chlb-replica:latest
 SWARM_STATE         ?= $(CURDIR)/.swarm-created
 
-export SWARM_STACK SWARM_CLUSTER SWARM_NETWORK SWARM_PORT_A SWARM_PORT_B SWARM_REPLICAS \
+export SWARM_STACK SWARM_CLUSTER SWARM_LABEL SWARM_PREFIX SWARM_NETWORK SWARM_PORT_A SWARM_PORT_B SWARM_REPLICAS \
        SWARM_LB_IMAGE SWARM_REPLICA_IMAGE SWARM_STATE
 
 .PHONY: swarm-up swarm-down
