@@ -6,13 +6,15 @@ __init__; per request there is one ring lookup, one upstream write and two ASGI 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from app.control.membership import Membership
 from app.dataplane.keys import KeyExtractor, random_key
+from app.dataplane.limits import declared_length, read_body, too_large
+from app.dataplane.replies import failure_body
+from app.dataplane.replies import reply as _reply
 from app.dataplane.upstream import (
     HOP_BY_HOP_HEADERS,
     IDEMPOTENT_METHODS,
@@ -23,20 +25,13 @@ from app.dataplane.upstream import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from app.errors import NoReplicasError
+from app.errors import NoReplicasError, quote
 
 logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def failure_body(message: str) -> bytes:
-    """The contract's error body, rendered once per distinct message."""
-    return json.dumps({"message": f"<Error> {message}", "status": "failure"}).encode()
 
 
 class Proxy:
@@ -65,9 +60,12 @@ class Proxy:
         headers, has_body = self._forward_headers(scope)
         body = b""
         if has_body:
-            body_or_none = await self._read_body(receive)
+            limit = self.max_body_bytes
+            length = declared_length(scope["headers"])
+            # A declared length over the limit is refused before a byte of the body is read.
+            body_or_none = None if length and length > limit else await read_body(receive, limit)
             if body_or_none is None:
-                await _reply(send, 413, failure_body(f"Request body exceeds {self.max_body_bytes} bytes"))
+                await _reply(send, 413, too_large(self.max_body_bytes))
                 return
             body = body_or_none
         qs: bytes = scope["query_string"]
@@ -90,8 +88,8 @@ class Proxy:
             response = retried
 
         if response.status == 404:
-            path = scope["path"]
-            await _reply(send, 400, failure_body(f"'{path}' endpoint does not exist in server replicas"))
+            path = quote(scope["path"])
+            await _reply(send, 400, failure_body(f"{path} endpoint does not exist in server replicas"))
             return
         if method != b"HEAD":  # a HEAD answer has no body; a length of 0 would misstate the resource's
             response.headers.append((b"content-length", str(len(response.body)).encode()))
@@ -178,31 +176,3 @@ class Proxy:
             ip = client[0].encode()
             out.append((b"x-forwarded-for", forwarded_for + b", " + ip if forwarded_for else ip))
         return out, has_body
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole request body, or None when it exceeds the limit."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-
-async def _reply(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -28,7 +28,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import EndpointSpec, Healthcheck, RestartPolicy, ServiceMode
 
-from app.errors import InvalidRequestError, PeerCreatedError, ReplicaExistsError, ReplicaStartError
+from app.errors import InvalidRequestError, PeerCreatedError, ReplicaExistsError, ReplicaStartError, quote
 from app.runtimes.base import ReplicaHandle
 from app.runtimes.engine import TaskView
 from app.runtimes.events import Event, EventFollower
@@ -105,7 +105,7 @@ class SwarmRuntime:
         """Raise InvalidRequestError unless `name` is a valid Swarm service name."""
         if not _NAME_RE.fullmatch(name):
             raise InvalidRequestError(
-                f"Invalid replica name {name!r}: on the swarm runtime a name is a service name, "
+                f"Invalid replica name {quote(name)}: on the swarm runtime a name is a service name, "
                 "1-63 characters from a-z A-Z 0-9 _ - starting and ending with a letter or digit"
             )
 
