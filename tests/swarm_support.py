@@ -99,20 +99,26 @@ class SwarmStack:
         return sorted(s.name for s in found)
 
     def containers(self) -> list[str]:
-        found = self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.stack}"})
-        found += self.client.containers.list(
-            all=True, filters={"label": f"com.docker.stack.namespace={self.stack}"}
-        )
-        return sorted(c.name for c in found)
+        """Names of this run's containers, running or not (the LBs' and the replicas' tasks)."""
+        labels = [f"{LABEL}={self.stack}", f"com.docker.stack.namespace={self.stack}"]
+        return sorted(name for label in labels for name in container_names(self.client, label))
 
     def networks(self) -> list[str]:
         return [n.name for n in self.client.networks.list(names=[self.network]) if n.name == self.network]
 
     def task_container(self, service: str) -> Any:
         """The running container of `service`'s task."""
-        running = self.client.containers.list(filters={"label": f"com.docker.swarm.service.name={service}"})
-        assert len(running) == 1, f"{service}: {[c.name for c in running]}"
+        # sparse: no inspect per container, which races with the engine removing old tasks' containers
+        running = self.client.containers.list(
+            sparse=True, filters={"label": f"com.docker.swarm.service.name={service}"}
+        )
+        assert len(running) == 1, f"{service}: {[c.id[:12] for c in running]}"
         return running[0]
+
+
+def container_names(client: Any, label: str) -> list[str]:
+    """Containers carrying `label`, running or not, from one listing (no inspect that could race)."""
+    return [c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters={"label": label})]
 
 
 def engine_snapshot(client: Any) -> dict[str, Any]:

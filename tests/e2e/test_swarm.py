@@ -22,6 +22,7 @@ from tests.swarm_support import (
     LABEL,
     REPLICA_IMAGE,
     SwarmStack,
+    container_names,
     engine_snapshot,
     fresh_stack,
     replicas_of,
@@ -261,7 +262,9 @@ def test_swarm_runtime_on_the_engine_conflicts_lists_and_reports_task_deaths(
         )
 
     def task_container() -> Any:
-        running = docker_engine.containers.list(filters={"label": f"com.docker.swarm.service.name={name}"})
+        running = docker_engine.containers.list(
+            sparse=True, filters={"label": f"com.docker.swarm.service.name={name}"}
+        )
         return running[0] if running else None
 
     async def scenario() -> None:
@@ -307,6 +310,6 @@ def test_swarm_runtime_on_the_engine_conflicts_lists_and_reports_task_deaths(
         for service in docker_engine.services.list(filters={"label": f"{LABEL}={cluster}"}):
             service.remove()
         wait_until(
-            lambda: not docker_engine.containers.list(all=True, filters={"label": f"{LABEL}={cluster}"}),
+            lambda: not container_names(docker_engine, f"{LABEL}={cluster}"),
             timeout=60,
         )
