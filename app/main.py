@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -11,19 +12,22 @@ from fastapi import FastAPI
 from app.api.deps import resolve_strategy
 from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
-from app.api.routers import metrics, replicas, status
+from app.api.routers import metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
 from app.control.engine_membership import EngineMembership
 from app.control.pool import PoolPolicy, ReplicaPool
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
+from app.metrics import Stats
 from app.ring.base import HashStrategy
 from app.runtimes import make_runtime
 from app.runtimes.engine import EngineRuntime
 from app.settings import Settings
 from app.voting import routes as vote_routes
 from app.voting.store import VoteStore
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Consistent-hashing HTTP load balancer. `/add`, `/rm`, `/rep` manage the replicas; every other path is
@@ -47,17 +51,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
+    stats = Stats()
     pool = make_membership(settings, strategy)
+    pool.subscribe(lambda table: stats.ring_rebuilt())
+    pool.observe_transitions(stats.transition)
     proxy = Proxy(
         pool,
         make_key_extractor(settings.key_source, settings.key_name),
         max_tries=settings.max_tries,
         max_body_bytes=settings.max_body_bytes,
+        stats=stats,
+        balance_factor=settings.balance_factor,
     )
     app.state.strategy = strategy
+    app.state.stats = stats
     app.state.pool = pool
     app.state.proxy = proxy
     app.state.votes = VoteStore(settings.db_path, settings.vote_options)  # early: bad options fail fast
+    # Whether a token is set, never the token itself.
+    logger.info("admin token %s", "set: mutations need it" if settings.admin_token else "unset")
     try:
         await pool.start(settings.replicas)
         if settings.fast_path and isinstance(app, LoadBalancerApp):
@@ -85,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.max_control_body_bytes = settings.max_control_body_bytes
     install_error_handlers(app)
     install_offline_docs(app)
-    control_routers = [replicas.router, status.router, metrics.router, vote_routes.router]
+    control_routers = [replicas.router, ring.router, status.router, metrics.router, vote_routes.router]
     for router in control_routers:
         app.include_router(router)
     vote_routes.mount_static(app)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.voting.store import validate_options
@@ -137,6 +137,14 @@ class Settings(BaseSettings):
         5.0, gt=0, description="seconds between full listings of the engine's services (events come between)"
     )
 
+    # Operations
+    admin_token: SecretStr | None = Field(
+        None, description="when set, mutating control routes need 'Authorization: Bearer <token>'"
+    )
+    balance_factor: float | None = Field(
+        None, ge=1.0, le=100.0, description="bounded loads: cap per replica = factor x mean in-flight"
+    )
+
     # Voting
     db_path: Path = Path("data/votes.sqlite3")
     vote_options: JsonList = ["kubernetes", "docker", "helm", "prometheus"]
@@ -145,6 +153,12 @@ class Settings(BaseSettings):
     fast_path: bool = True
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="one log line per request (uvicorn access log); costs speed")
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        """LB_ADMIN_TOKEN= (empty, e.g. from compose's ${VAR:-}) means no token, not an empty one."""
+        return value if value is not None and value.get_secret_value() else None
 
     @field_validator("vote_options")
     @classmethod

@@ -1,7 +1,8 @@
 """A test replica: the contract's /home and /heartbeat, plus routes that echo or misbehave on purpose.
 
 `/echo/...` returns the request as JSON; `/slow?secs=S` answers late; `/status/<code>` answers <code>;
-`/chunked` streams its body. Run like the real replica: `python -m tests.echo_replica --fd N`.
+`/chunked` streams its body; `/crash` exits the process without answering.
+Run like the real replica: `python -m tests.echo_replica --fd N`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs
 import uvicorn
 
 NAME = os.environ.get("SERVER_ID", "unknown")
+HOME_DELAY = [0.0]  # --home-delay: /home answers after this many seconds (a replica with I/O latency)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -31,6 +33,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     status, payload, headers = 404, b"", [(b"content-type", b"text/plain")]
     if path == "/home":
+        if HOME_DELAY[0]:
+            await asyncio.sleep(HOME_DELAY[0])
         status = 200
         payload = json.dumps({"message": f"Hello from Server: {NAME}", "status": "successful"}).encode()
     elif path == "/heartbeat":
@@ -54,6 +58,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         status, payload = 200, b"late"
     elif path.startswith("/status/"):
         status, payload = int(path.rsplit("/", 1)[1]), b"as asked"
+    elif path == "/crash":
+        os._exit(3)  # the connection dies with no answer, as when a replica is killed mid-request
     elif path == "/chunked":
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         for part in (b"one,", b"two,", b"three"):
@@ -67,6 +73,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--home-delay", type=float, default=0.0)
     parser.add_argument(
         "--grace",
         type=float,
@@ -74,6 +81,7 @@ def main() -> None:
         help="seconds requests get on SIGTERM (0: cut them, as docker rm -f)",
     )
     args = parser.parse_args()
+    HOME_DELAY[0] = args.home_delay
     sock = socket.socket(fileno=args.fd)  # not uvicorn's fd=, which assumes AF_UNIX
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=args.grace)
     uvicorn.Server(config).run(sockets=[sock])

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.deps import PoolDep, StrategyDep
+from app.api.deps import PoolDep, StatsDep, StrategyDep
 from app.control.engine_membership import EngineMembership
 from app.control.lifecycle import State
 
@@ -38,6 +38,8 @@ class ReplicaStatus(BaseModel):
     retry_in: float | None
     last_error: str | None
     task: TaskStatus | None = Field(None, description="the engine's view of its task (swarm runtime)")
+    requests: int = Field(description="requests proxied to it since the LB started (under this name)")
+    latency_p99_ms: float | None = Field(description="p99 upstream latency of its last 1,024 requests")
 
 
 class StatusResponse(BaseModel):
@@ -51,6 +53,10 @@ class StatusResponse(BaseModel):
 router = APIRouter(tags=["status"])
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness of the LB itself (not of the replicas)."""
@@ -58,11 +64,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/status", response_model=StatusResponse)
-async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse:
+async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) -> StatusResponse:
     """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
     tasks = pool.tasks if isinstance(pool, EngineMembership) else {}
+    members = pool.replicas()
+    counters = {m.name: stats.replica(m.name) for m in members}
     rows = [
         ReplicaStatus(
             name=m.name,
@@ -82,7 +90,9 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
             task=TaskStatus.model_validate(view, from_attributes=True)
             if (view := tasks.get(m.name)) is not None
             else None,
+            requests=counters[m.name].requests,
+            latency_p99_ms=_ms(counters[m.name].latency_p99()),
         )
-        for m in pool.replicas()
+        for m in members
     ]
     return StatusResponse(strategy=strategy.name, replicas=rows)
