@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from fastapi import FastAPI
 
@@ -13,12 +14,15 @@ from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
 from app.api.routers import metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
+from app.control.engine_membership import EngineMembership
 from app.control.pool import PoolPolicy, ReplicaPool
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
 from app.metrics import Stats
+from app.ring.base import HashStrategy
 from app.runtimes import make_runtime
+from app.runtimes.engine import EngineRuntime
 from app.settings import Settings
 from app.voting import routes as vote_routes
 from app.voting.store import VoteStore
@@ -32,13 +36,23 @@ Errors are `{"message": "<Error> ...", "status": "failure"}`.
 """
 
 
+def make_membership(settings: Settings, strategy: HashStrategy) -> ReplicaPool:
+    """Where desired membership lives: in the engine (swarm) or in this LB (process, docker)."""
+    runtime = make_runtime(settings)
+    policy = PoolPolicy.from_settings(settings)
+    if settings.runtime == "swarm":
+        engine = cast(EngineRuntime[Any], runtime)
+        return EngineMembership(engine, strategy, policy, resync_interval=settings.swarm_resync_interval)
+    return ReplicaPool(runtime, strategy, policy)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
     stats = Stats()
-    pool = ReplicaPool(make_runtime(settings), strategy, PoolPolicy.from_settings(settings))
+    pool = make_membership(settings, strategy)
     pool.subscribe(lambda table: stats.ring_rebuilt())
     pool.observe_transitions(stats.transition)
     proxy = Proxy(

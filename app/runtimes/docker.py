@@ -1,8 +1,8 @@
 """Replicas as Docker containers, one per replica, named after it (`docker stop server2` stops `server2`).
 
 Every blocking docker SDK call runs in a worker thread (asyncio.to_thread), never on the event loop.
-A daemon thread follows the engine's `die` events for our label, so `exited()` is a set lookup and
-`on_exit` can tell the pool about a crash at once, sooner than a heartbeat timeout would.
+A daemon thread (app.runtimes.events) follows the engine's `die` events for our label, so `exited()`
+is a set lookup and `on_exit` can tell the pool about a crash at once, sooner than a heartbeat would.
 
 Ownership: each container carries `{label}=1` and `{label}.owner=<owner>`. Only containers with both
 are ever removed, replaced or adopted; a name taken by anything else is an error, never a deletion.
@@ -15,7 +15,6 @@ import contextlib
 import logging
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError, quote
 from app.runtimes.base import ReplicaHandle
+from app.runtimes.events import EventFollower
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -106,10 +106,8 @@ class DockerRuntime:
         self._dead: OrderedDict[str, None] = OrderedDict()  # container ids seen dying (bounded)
         self._inflight = 0
         self._inflight_done = threading.Condition(self._lock)
-        self._events_stream: Any = None
         self._events_client: Any = None
-        self._events_thread: threading.Thread | None = None
-        self._events_stop = threading.Event()
+        self._follower: EventFollower | None = None
 
     # ----- Runtime protocol ------------------------------------------------------------
     def check_name(self, name: str) -> None:
@@ -197,13 +195,13 @@ class DockerRuntime:
             # A second connection for the long-lived stream when we can make one: the blocking read
             # then never shares a connection pool with the calls of the worker threads.
             self._events_client = self._client_source() if self._owns_client else self._client
-            self._events_stream = self._open_events()
+            follower = EventFollower(
+                self._open_events, self._on_die, f"docker-events-{self.label}", _EVENTS_RETRY_SECONDS
+            )
+            follower.start()
         except (DockerException, requests.RequestException) as exc:
             raise ReplicaStartError(f"Docker engine unavailable: {exc}") from exc
-        self._events_thread = threading.Thread(
-            target=self._follow_events, name=f"docker-events-{self.label}", daemon=True
-        )
-        self._events_thread.start()
+        self._follower = follower
 
     def _ensure_network_sync(self) -> None:
         if self._find_network() is not None:
@@ -388,28 +386,6 @@ class DockerRuntime:
         filters = {"type": "container", "event": "die", "label": self.label}
         return self._events_client.events(decode=True, filters=filters, since=since)
 
-    def _follow_events(self) -> None:
-        """Events thread: record die events; reconnect (replaying from the last one) if the stream drops."""
-        stream = self._events_stream
-        last = time.time()
-        while not self._events_stop.is_set():
-            try:
-                for event in stream:
-                    last = float(event.get("time") or last)
-                    self._on_die(event)
-            except Exception:  # the stream is all this thread has: log and reconnect
-                if self._events_stop.is_set():
-                    return  # close() cut the stream
-                logger.exception("docker events stream failed")
-            if self._events_stop.wait(_EVENTS_RETRY_SECONDS):
-                return
-            try:
-                stream = self._open_events(since=last)
-                self._events_stream = stream
-                logger.info("docker events stream reconnected")
-            except (DockerException, requests.RequestException) as exc:
-                logger.warning("docker events stream: reconnect failed (%s)", exc)
-
     def _on_die(self, event: dict[str, Any]) -> None:
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
@@ -448,13 +424,8 @@ class DockerRuntime:
             logger.exception("on_exit callback failed for replica %s", handle.name)
 
     def _stop_events(self) -> None:
-        self._events_stop.set()
-        stream = self._events_stream
-        if stream is not None:
-            with contextlib.suppress(Exception):  # already closed or broken: either way it is over
-                stream.close()
-        if self._events_thread is not None:
-            self._events_thread.join(timeout=5)
+        if self._follower is not None:
+            self._follower.stop()
 
 
 def create_docker_runtime(settings: Settings, client: ClientSource = None) -> DockerRuntime:
