@@ -15,34 +15,28 @@ name is an error, never a deletion. Every blocking docker SDK call runs in a wor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import EndpointSpec, Healthcheck, RestartPolicy, ServiceMode
 
-from app.errors import InvalidRequestError, PeerCreatedError, ReplicaExistsError, ReplicaStartError, quote
+from app.errors import PeerCreatedError, ReplicaExistsError, ReplicaStartError
 from app.runtimes.base import ReplicaHandle
+from app.runtimes.docker_client import ClientSource, DockerClientBase, engine_options
 from app.runtimes.engine import TaskView
 from app.runtimes.events import Event, EventFollower
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Swarm's rule: a service name must be a DNS label (measured: "a.b" and "ab-" are refused).
-_NAME_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?")
 _SERVICE_ID = "com.docker.swarm.service.id"
 _CHANGES = {("service", "create"), ("service", "update"), ("service", "remove")}
 _TASK_CHANGES = {("container", "start"), ("container", "die")}
-
-ClientSource = Any  # a docker.DockerClient, or a zero-argument callable that makes one (docker.from_env)
 
 
 @dataclass(eq=False)
@@ -52,7 +46,7 @@ class SwarmHandle(ReplicaHandle):
     service_id: str = field(default="", repr=False)
 
 
-class SwarmRuntime:
+class SwarmRuntime(DockerClientBase):
     """Creates, lists and removes replica services; follows service and task-container events.
 
     `on_exit(handle)` is called on the event loop when a task's container dies (the engine restarts
@@ -60,63 +54,40 @@ class SwarmRuntime:
     """
 
     kind = "swarm"
-    DEFAULT_PREFIX: ClassVar[str] = "server"
-    CONTAINER_PORT: ClassVar[int] = 5000
+    # Swarm's rule: a service name must be a DNS label (measured: "a.b" and "ab-" are refused).
+    NAME_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?")
+    NAME_RULE = (
+        "a name is a service name, 1-63 characters from a-z A-Z 0-9 _ - starting and ending with "
+        "a letter or digit"
+    )
 
     def __init__(
         self,
         client: ClientSource,
         *,
-        image: str,
-        network: str,
+        cluster: str,  # the LB cluster whose replicas these are (the label's value)
         label: str,
-        cluster: str,
-        name_prefix: str = DEFAULT_PREFIX,
+        network: str,  # an attachable overlay network the LB instances are on too
+        image: str,
+        name_prefix: str = DockerClientBase.DEFAULT_PREFIX,
         restart_delay: float = 0.5,
     ) -> None:
-        self._client_source = client
+        super().__init__(client, name_prefix)
         self.image = image
         self.network = network
         self.label = label
         self.cluster = cluster
-        self.name_prefix = name_prefix
         self.restart_delay = restart_delay
-        try:
-            self.check_name(f"{name_prefix}1")
-        except InvalidRequestError as exc:
-            raise ValueError(
-                f"replica prefix {name_prefix!r} makes invalid service names (e.g. {name_prefix!r}1); "
-                f"use letters, digits, '_', '-' (default {self.DEFAULT_PREFIX!r})"
-            ) from exc
         self.on_exit: Callable[[SwarmHandle], object] | None = None
         self.on_change: Callable[[], object] | None = None
-        self._owns_client = callable(client) and not isinstance(client, docker.DockerClient)
-        self._client: Any = None
-        self._events_client: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready_lock = asyncio.Lock()
-        self._ready = False
-        self._follower: EventFollower | None = None
-        self._lock = threading.Lock()  # guards _handles (worker threads and the events thread)
-        self._handles: dict[str, SwarmHandle] = {}  # service id -> handle
+        self._handles: dict[str, SwarmHandle] = {}  # service id -> handle, guarded by _lock
 
     # ----- Runtime protocol ------------------------------------------------------------------------
-    def check_name(self, name: str) -> None:
-        """Raise InvalidRequestError unless `name` is a valid Swarm service name."""
-        if not _NAME_RE.fullmatch(name):
-            raise InvalidRequestError(
-                f"Invalid replica name {quote(name)}: on the swarm runtime a name is a service name, "
-                "1-63 characters from a-z A-Z 0-9 _ - starting and ending with a letter or digit"
-            )
-
     async def start(self, name: str) -> SwarmHandle:
         """Create the service `name`; returns at once (before it serves)."""
         self.check_name(name)
         await self._ensure_ready()
-        try:
-            return await asyncio.to_thread(self._create_sync, name)
-        except (DockerException, requests.RequestException) as exc:
-            raise ReplicaStartError(f"Cannot start replica '{name}': {exc}") from exc
+        return await self._engine_call(f"Cannot start replica '{name}'", self._create_sync, name)
 
     async def stop(self, handle: SwarmHandle) -> None:
         """Remove the service (by id: a new service under the same name is not touched); idempotent."""
@@ -158,26 +129,13 @@ class SwarmRuntime:
     async def list_replicas(self) -> dict[str, tuple[SwarmHandle, TaskView | None]]:
         """Every replica service of this cluster with its current task, by name."""
         await self._ensure_ready()
-        try:
-            return await asyncio.to_thread(self._list_sync)
-        except (DockerException, requests.RequestException) as exc:
-            raise ReplicaStartError(f"Cannot list the engine's services: {exc}") from exc
+        return await self._engine_call("Cannot list the engine's services", self._list_sync)
 
     # ----- readiness -------------------------------------------------------------------------------
-    async def _ensure_ready(self) -> None:
-        if self._ready:
-            return
-        async with self._ready_lock:
-            if not self._ready:
-                self._loop = asyncio.get_running_loop()
-                await asyncio.to_thread(self._prepare_sync)
-                self._ready = True
-
     def _prepare_sync(self) -> None:
         """Connect, and check that this engine manages a swarm and that the network exists."""
         try:
-            if self._client is None:
-                self._client = self._client_source() if self._owns_client else self._client_source
+            self._connect_sync()
             swarm = self._client.info().get("Swarm") or {}
             networks = [n.name for n in self._client.networks.list(names=[self.network])]
         except (DockerException, requests.RequestException) as exc:
@@ -296,12 +254,6 @@ class SwarmRuntime:
             return
         self._call_soon(self._fire_change)
 
-    def _call_soon(self, callback: Callable[..., object], *args: Any) -> None:
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the LB is shutting down
-                loop.call_soon_threadsafe(callback, *args)
-
     def _fire_exit(self, handle: SwarmHandle) -> None:
         with self._lock:
             managed = self._handles.get(handle.service_id) is handle
@@ -334,13 +286,9 @@ def _task_view(task: dict[str, Any] | None) -> TaskView | None:
 
 def create_swarm_runtime(settings: Settings, client: ClientSource = None) -> SwarmRuntime:
     """The swarm runtime as the settings describe it; connects lazily (no I/O here)."""
-    prefix = settings.replica_prefix
     return SwarmRuntime(
-        client if client is not None else docker.from_env,
-        image=settings.docker_image,
+        **engine_options(settings, client),
         network=settings.swarm_network,
-        label=settings.docker_label,
         cluster=settings.swarm_cluster,
-        name_prefix=SwarmRuntime.DEFAULT_PREFIX if prefix is None else prefix,
         restart_delay=settings.swarm_restart_delay,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ class FakeEngine:
     healthy: dict[int, bool] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)  # successful creates, in order
     watchers: list[FakeEngineRuntime] = field(default_factory=list)
+    instances: list[EngineMembership] = field(default_factory=list)  # every LB instance made over it
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def create(self, name: str) -> int | None:
@@ -141,9 +142,34 @@ def prober_for(engine: FakeEngine) -> Callable[[Replica[Any]], Any]:
 def instance(engine: FakeEngine) -> EngineMembership:
     """One LB instance's membership: probes every 5 ms, resyncs at least every 50 ms."""
     policy = PoolPolicy(make_policy(), ProbeSchedule(interval=0.005, jitter=0.0), max_replicas=10)
-    return EngineMembership(
+    lb = EngineMembership(
         FakeEngineRuntime(engine), RendezvousStrategy(), policy, prober_for(engine), resync_interval=0.05
     )
+    engine.instances.append(lb)
+    return lb
+
+
+def over_one_engine(test: Callable[[FakeEngine], Awaitable[None]]) -> Callable[[], None]:
+    """Run `test(engine)` in a fresh event loop; every LB instance it made is closed afterwards."""
+
+    async def run() -> None:
+        engine = FakeEngine()
+        try:
+            await test(engine)
+        finally:
+            await asyncio.gather(*(lb.close() for lb in engine.instances))
+
+    # not functools.wraps: pytest would read `engine` from the wrapped signature as a fixture
+    run.__name__, run.__qualname__, run.__doc__ = test.__name__, test.__qualname__, test.__doc__
+    return in_loop(run)
+
+
+async def two_instances(engine: FakeEngine, initial: int) -> tuple[EngineMembership, EngineMembership]:
+    """Two LB instances over the engine, started one after the other."""
+    a, b = instance(engine), instance(engine)
+    await a.start(initial)
+    await b.start(initial)
+    return a, b
 
 
 def up(*instances: EngineMembership) -> Callable[[], bool]:
@@ -155,25 +181,20 @@ def same_routes(a: EngineMembership, b: EngineMembership, keys: int = 2000) -> b
     return all(a.table.ring.lookup(str(k)) == b.table.ring.lookup(str(k)) for k in range(keys))
 
 
-@in_loop
-async def test_two_instances_starting_together_create_the_initial_replicas_once() -> None:
-    engine = FakeEngine()
+@over_one_engine
+async def test_two_instances_starting_together_create_the_initial_replicas_once(engine: FakeEngine) -> None:
     a, b = instance(engine), instance(engine)
     await asyncio.gather(a.start(3), b.start(3))
     assert sorted(engine.created) == ["r1", "r2", "r3"]
     assert a.names() == b.names() == ["r1", "r2", "r3"]
     await eventually(up(a, b))
     assert same_routes(a, b)
-    await asyncio.gather(a.close(), b.close())
     assert sorted(engine.services) == ["r1", "r2", "r3"]  # closing an instance leaves the engine's replicas
 
 
-@in_loop
-async def test_add_and_rm_through_one_instance_converge_on_the_other() -> None:
-    engine = FakeEngine()
-    a, b = instance(engine), instance(engine)
-    await a.start(2)
-    await b.start(2)
+@over_one_engine
+async def test_add_and_rm_through_one_instance_converge_on_the_other(engine: FakeEngine) -> None:
+    a, b = await two_instances(engine, 2)
     assert await a.add(1, ["x"]) == ["x"]
     await eventually(lambda: b.names() == ["r1", "r2", "x"], timeout=1.0)
     await eventually(up(a, b))
@@ -182,15 +203,13 @@ async def test_add_and_rm_through_one_instance_converge_on_the_other() -> None:
     assert "r1" not in engine.services  # removed in the engine at once, not after a drain
     await eventually(lambda: a.names() == ["r2", "x"], timeout=1.0)
     assert same_routes(a, b)
-    await asyncio.gather(a.close(), b.close())
 
 
-@in_loop
-async def test_a_dead_task_goes_down_on_every_instance_and_only_the_engine_restarts_it() -> None:
-    engine = FakeEngine()
-    a, b = instance(engine), instance(engine)
-    await a.start(3)
-    await b.start(3)
+@over_one_engine
+async def test_a_dead_task_goes_down_on_every_instance_and_only_the_engine_restarts_it(
+    engine: FakeEngine,
+) -> None:
+    a, b = await two_instances(engine, 3)
     await eventually(up(a, b))
     engine.kill_task("r2")
     for lb in (a, b):
@@ -205,12 +224,10 @@ async def test_a_dead_task_goes_down_on_every_instance_and_only_the_engine_resta
     engine.restart_task("r2")
     await eventually(up(a, b))
     assert same_routes(a, b)
-    await asyncio.gather(a.close(), b.close())
 
 
-@in_loop
-async def test_failing_heartbeats_alone_take_a_member_down_without_a_replacement() -> None:
-    engine = FakeEngine()
+@over_one_engine
+async def test_failing_heartbeats_alone_take_a_member_down_without_a_replacement(engine: FakeEngine) -> None:
     lb = instance(engine)
     await lb.start(2)
     await eventually(up(lb))
@@ -218,12 +235,12 @@ async def test_failing_heartbeats_alone_take_a_member_down_without_a_replacement
     await eventually(lambda: lb.members["r1"].state is State.DOWN)
     assert lb.members["r1"].last_error == "2 failed heartbeats"
     assert engine.created == ["r1", "r2"]
-    await lb.close()
 
 
-@in_loop
-async def test_an_instance_that_restarts_reads_the_membership_back_and_creates_nothing() -> None:
-    engine = FakeEngine()
+@over_one_engine
+async def test_an_instance_that_restarts_reads_the_membership_back_and_creates_nothing(
+    engine: FakeEngine,
+) -> None:
     first = instance(engine)
     await first.start(3)
     await first.remove(1, ["r3"])
@@ -232,12 +249,10 @@ async def test_an_instance_that_restarts_reads_the_membership_back_and_creates_n
     await again.start(3)  # the cluster has replicas: LB_REPLICAS only sizes a new cluster
     assert again.names() == ["r1", "r2"]
     assert engine.created == ["r1", "r2", "r3"]
-    await again.close()
 
 
-@in_loop
-async def test_a_service_recreated_under_the_same_name_is_a_new_member() -> None:
-    engine = FakeEngine()
+@over_one_engine
+async def test_a_service_recreated_under_the_same_name_is_a_new_member(engine: FakeEngine) -> None:
     lb = instance(engine)
     await lb.start(1)
     await eventually(up(lb))
@@ -247,19 +262,16 @@ async def test_a_service_recreated_under_the_same_name_is_a_new_member() -> None
     await eventually(lambda: lb.members.get("r1") not in (None, old))
     await eventually(up(lb))
     assert old.state is State.REMOVED
-    await lb.close()
 
 
-@in_loop
-async def test_concurrent_adds_through_two_instances_never_count_one_replica_twice() -> None:
-    engine = FakeEngine()
-    a, b = instance(engine), instance(engine)
-    await a.start(2)
-    await b.start(2)
+@over_one_engine
+async def test_concurrent_adds_through_two_instances_never_count_one_replica_twice(
+    engine: FakeEngine,
+) -> None:
+    a, b = await two_instances(engine, 2)
     results = await asyncio.gather(a.add(1, []), b.add(1, []), return_exceptions=True)
     added = [r for r in results if isinstance(r, list)]
     refused = [r for r in results if isinstance(r, PeerCreatedError)]
     assert (added, len(refused)) == ([["r3"]], 1)  # both picked r3; the engine made it once: a 409
     assert engine.created == ["r1", "r2", "r3"]
     await eventually(lambda: a.names() == b.names() == ["r1", "r2", "r3"], timeout=1.0)
-    await asyncio.gather(a.close(), b.close())
