@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app.api.deps import resolve_strategy
 from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
-from app.api.routers import metrics, replicas, status
+from app.api.routers import dashboard, metrics, replicas, status
 from app.api.routers import proxy as proxy_routes
 from app.control.health import HealthMonitor, HealthPolicy
 from app.control.pool import PoolLimits, ReplicaPool
@@ -26,6 +26,9 @@ DESCRIPTION = """
 Consistent-hashing HTTP load balancer. `/add`, `/rm`, `/rep` manage the replicas; every other path is
 proxied to the replica the hash ring picks for the request's key (query parameter `id` by default).
 Errors are `{"message": "<Error> ...", "status": "failure"}`.
+
+See it live: the [dashboard](/dashboard) draws the ring and the replicas;
+the [voting page](/vote) is the demo app.
 """
 
 
@@ -96,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_offline_docs(app)
-    control_routers = [replicas.router, status.router, metrics.router, vote_routes.router]
+    control_routers = [replicas.router, status.router, metrics.router, dashboard.router, vote_routes.router]
     for router in control_routers:
         app.include_router(router)
     vote_routes.mount_static(app)
