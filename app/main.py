@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,8 @@ from app.runtimes import make_orchestrator
 from app.settings import Settings
 from app.voting import routes as vote_routes
 from app.voting.store import VoteStore
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Consistent-hashing HTTP load balancer. `/add`, `/rm`, `/rep` manage the replicas; every other path is
@@ -71,6 +74,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = pool
     app.state.proxy = proxy
     app.state.votes = VoteStore(settings.db_path, settings.vote_options)  # early: bad options fail fast
+    # Whether a token is set, never the token itself.
+    logger.info("admin token %s", "set: mutations need it" if settings.admin_token else "unset")
     try:
         await pool.start_initial(settings.replicas)
         monitor.start()

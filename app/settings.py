@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StrategyName = Literal["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         False, description="True when the LB itself runs in a container on docker_network"
     )
 
+    # Operations
+    admin_token: SecretStr | None = Field(
+        None, description="when set, mutating control routes need 'Authorization: Bearer <token>'"
+    )
+    balance_factor: float | None = Field(
+        None, ge=1.0, le=100.0, description="bounded loads: cap per replica = factor x mean in-flight"
+    )
+
     # Voting
     db_path: Path = Path("data/votes.sqlite3")
     vote_options: list[str] = ["kubernetes", "docker", "helm", "prometheus"]
@@ -77,3 +85,9 @@ class Settings(BaseSettings):
     fast_path: bool = True
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="one log line per request (uvicorn access log); costs speed")
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        """LB_ADMIN_TOKEN= (empty, e.g. from compose's ${VAR:-}) means no token, not an empty one."""
+        return value if value is not None and value.get_secret_value() else None

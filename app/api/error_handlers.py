@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,9 +15,11 @@ from app.errors import LoadBalancerError
 logger = logging.getLogger(__name__)
 
 
-def failure(status_code: int, message: str) -> JSONResponse:
+def failure(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """A contract error body; `message` gets the `<Error> ` prefix."""
-    return JSONResponse({"message": f"<Error> {message}", "status": "failure"}, status_code=status_code)
+    return JSONResponse(
+        {"message": f"<Error> {message}", "status": "failure"}, status_code=status_code, headers=headers
+    )
 
 
 def describe_validation_error(exc: RequestValidationError) -> str:
@@ -44,7 +47,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return failure(exc.status_code, str(exc.detail))
+        return failure(exc.status_code, str(exc.detail), exc.headers)  # e.g. WWW-Authenticate
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

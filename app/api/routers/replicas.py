@@ -6,12 +6,14 @@ from fastapi import APIRouter
 
 from app.api.deps import PoolDep
 from app.api.schemas import AddRequest, Failure, Membership, MembershipResponse, RemoveRequest
+from app.api.security import UNAUTHORIZED_RESPONSE, AdminDep
 from app.control.pool import ReplicaPool
 
 router = APIRouter(tags=["replicas"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": Failure, "description": "Invalid request; nothing was changed"},
+    **UNAUTHORIZED_RESPONSE,
 }
 
 
@@ -30,6 +32,7 @@ async def list_replicas(pool: PoolDep) -> MembershipResponse:
 @router.post(
     "/add",
     response_model=MembershipResponse,
+    dependencies=[AdminDep],
     responses={
         **_ERRORS,
         409: {"model": Failure, "description": "A name is already in use"},
@@ -45,7 +48,7 @@ async def add_replicas(body: AddRequest, pool: PoolDep) -> MembershipResponse:
     return membership(pool)
 
 
-@router.delete("/rm", response_model=MembershipResponse, responses=_ERRORS)
+@router.delete("/rm", response_model=MembershipResponse, dependencies=[AdminDep], responses=_ERRORS)
 async def remove_replicas(body: RemoveRequest, pool: PoolDep) -> MembershipResponse:
     """Remove `n` replicas: the given `hostnames` first, then the most recently added ones.
 
