@@ -32,6 +32,11 @@ def _number(value: Any, digits: int = 0) -> Text:
     return Text(f"{value:,.{digits}f}", justify="right")
 
 
+def _table(title: str) -> Table:
+    """Every table alike: a title line, a rule under the header, no vertical lines (easy to grep)."""
+    return Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+
+
 def status_table(
     body: Mapping[str, Any], rates: Mapping[str, float] | None = None, wide: bool = False
 ) -> Table:
@@ -39,7 +44,7 @@ def status_table(
     rows: list[dict[str, Any]] = list(body.get("replicas", []))
     up = sum(1 for row in rows if row.get("state") == "up")
     title = f"strategy {body.get('strategy', '?')}: {len(rows)} replicas, {up} up"
-    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = _table(title)
     table.add_column("replica", no_wrap=True)
     for header in ("state", "ring"):
         table.add_column(header, no_wrap=True)
@@ -75,7 +80,7 @@ def ring_table(body: Mapping[str, Any]) -> Table:
     title = f"strategy {body.get('strategy', '?')}: share of {sample} sampled keys"
     if points:
         title += f", {points} points on the circle"
-    table = Table(title=Text(title), title_justify="left")
+    table = _table(title)
     table.add_column("replica")
     table.add_column("share", justify="right")
     table.add_column("")
@@ -89,7 +94,7 @@ def plan_table(body: Mapping[str, Any]) -> Table:
     """POST /ring/plan: how many sampled keys move, and between which replicas."""
     moved, sample = body.get("moved", 0), body.get("sample_size", 0)
     title = f"moves {moved:,} of {sample:,} sampled keys ({float(body.get('moved_share', 0.0)):.1%})"
-    table = Table(title=Text(title), title_justify="left")
+    table = _table(title)
     table.add_column("from")
     table.add_column("to")
     table.add_column("keys", justify="right")
@@ -101,7 +106,7 @@ def plan_table(body: Mapping[str, Any]) -> Table:
 def votes_table(counts: Mapping[str, int], mine: str) -> Table:
     """The vote counts after a vote, the caller's option marked."""
     total = sum(counts.values())
-    table = Table(title=Text(f"{total} votes"), title_justify="left")
+    table = _table(f"{total} votes")
     table.add_column("option")
     table.add_column("votes", justify="right")
     table.add_column("")
