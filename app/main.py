@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from app.api.deps import resolve_strategy
 from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
-from app.api.routers import dashboard, metrics, replicas, status
+from app.api.routers import dashboard, metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
 from app.control.health import HealthMonitor, HealthPolicy
 from app.control.pool import PoolLimits, ReplicaPool
@@ -104,7 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_offline_docs(app)
-    control_routers = [replicas.router, status.router, metrics.router, dashboard.router, vote_routes.router]
+    control_routers = [
+        replicas.router,
+        ring.router,
+        status.router,
+        metrics.router,
+        dashboard.router,
+        vote_routes.router,
+    ]
     for router in control_routers:
         app.include_router(router)
     vote_routes.mount_static(app)

@@ -39,6 +39,10 @@ class KetamaRing:
         digest = md5(key.encode()).digest()
         return self._owners[bisect_right(self._points, int.from_bytes(digest, "little") & 0xFFFFFFFF)]
 
+    def positions(self) -> list[tuple[float, str]]:
+        """Every point as (fraction of the 32-bit continuum, owner), in ring order (for introspection)."""
+        return [(point / 2**32, owner) for point, owner in zip(self._points, self._owners, strict=False)]
+
     def successors(self, key: str) -> Iterator[str]:
         """Yield distinct replicas clockwise from the key's point."""
         digest = md5(key.encode()).digest()

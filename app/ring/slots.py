@@ -37,6 +37,11 @@ class SlotRing:
         """Return the owner of the key's slot."""
         return self._owner[self._slot_of(key)]
 
+    def positions(self) -> list[tuple[float, str]]:
+        """Every virtual server as (slot / slot count, replica), in ring order (for introspection)."""
+        slots = len(self._owner)
+        return [(point / slots, name) for point, name in zip(self._points, self._names, strict=True)]
+
     def successors(self, key: str) -> Iterator[str]:
         """Yield distinct replicas clockwise from the key's slot."""
         names = self._names

@@ -1,0 +1,177 @@
+"""Ring introspection: /ring, /route and /ring/plan agree with what the proxy really does."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.ring import make_strategy
+from app.ring.introspect import SAMPLE_SIZE, plan, positions, route, sample_keys, shares
+from tests.lb_support import RunningLB, start_lb
+
+
+def served_by(lb: RunningLB, keys: Sequence[str], workers: int = 8) -> dict[str, str]:
+    """The replica that answers GET /home for each key, through the proxy (a few client threads)."""
+
+    def run(chunk: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with httpx.Client(base_url=lb.url, timeout=10.0) as client:
+            for key in chunk:
+                response = client.get("/home", params={"id": key})
+                assert response.status_code == 200, response.text
+                out[key] = response.json()["message"].split(":")[-1].strip()
+        return out
+
+    chunks = [keys[i::workers] for i in range(workers)]
+    result: dict[str, str] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for part in pool.map(run, chunks):
+            result.update(part)
+    return result
+
+
+@pytest.fixture(scope="module", params=["rendezvous", "ketama"])
+def ring_lb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
+    running = start_lb(tmp_path_factory.mktemp("ring"), replicas="3", strategy=request.param)
+    yield running
+    running.stop()
+
+
+# ----- pure functions -------------------------------------------------------------------------------
+
+
+def test_the_sample_is_fixed_distinct_and_shaped_like_request_ids() -> None:
+    keys = sample_keys()
+    assert len(keys) == len(set(keys)) == SAMPLE_SIZE
+    assert all(len(k) == 6 and k.isdigit() for k in keys)
+    assert keys[:3] == sample_keys()[:3]
+
+
+@pytest.mark.parametrize("name", ["rendezvous", "ketama", "maglev", "sha256"])
+def test_plan_of_an_add_moves_keys_only_to_the_new_replica(name: str) -> None:
+    strategy = make_strategy(name)
+    result = plan(strategy, ["a1", "a2", "a3"], ["a4"], [], sample_keys())
+    assert result.moved == sum(n for _, _, n in result.flows)
+    if name != "maglev":  # maglev moves a few keys between others (documented)
+        assert {target for _, target, _ in result.flows} == {"a4"}
+    assert 0.15 < result.moved / SAMPLE_SIZE < 0.35
+    assert [n for _, _, n in result.flows] == sorted((n for _, _, n in result.flows), reverse=True)
+
+
+def test_plan_rejects_a_name_given_twice() -> None:
+    with pytest.raises(ValueError, match="more than once"):
+        plan(make_strategy("rendezvous"), ["a1"], ["a2"], ["a2"], sample_keys())
+
+
+@pytest.mark.parametrize("name", ["rendezvous", "ketama", "maglev", "assignment"])
+def test_route_is_lookup_then_the_successors(name: str) -> None:
+    ring = make_strategy(name).build(["s1", "s2", "s3", "s4"])
+    for key in sample_keys()[:200]:
+        replica, fallbacks = route(ring, key, tries=3)
+        assert [replica, *fallbacks] == list(ring.successors(key))[:3]
+        assert replica == ring.lookup(key)
+
+
+def test_positions_are_sorted_fractions_where_the_strategy_has_points() -> None:
+    ketama = positions(make_strategy("ketama", vnodes=40).build(["s1", "s2"]))
+    assert len(ketama) == 80
+    assert [p for p, _ in ketama] == sorted(p for p, _ in ketama)
+    assert all(0 <= p < 1 for p, _ in ketama)
+    assert len(positions(make_strategy("sha256").build(["s1", "s2"]))) == 18
+    assert positions(make_strategy("rendezvous").build(["s1", "s2"])) == []
+
+
+def test_shares_sum_to_one() -> None:
+    got = shares(make_strategy("rendezvous").build(["s1", "s2", "s3"]), sample_keys())
+    assert set(got) == {"s1", "s2", "s3"} and sum(got.values()) == pytest.approx(1.0)
+
+
+# ----- over HTTP ------------------------------------------------------------------------------------
+
+
+def test_route_agrees_with_the_proxy_for_1000_keys(ring_lb: RunningLB) -> None:
+    keys = list(sample_keys()[:1000])
+    proxied = served_by(ring_lb, keys)
+    members = ring_lb.replicas()
+    for key in keys:
+        body = ring_lb.client.get("/route", params={"key": key}).json()
+        assert body["status"] == "successful" and body["key"] == key
+        assert body["replica"] == proxied[key], key
+        assert sorted([body["replica"], *body["fallbacks"]]) == sorted(members)
+
+
+def test_ring_shows_members_shares_and_points(ring_lb: RunningLB) -> None:
+    body = ring_lb.client.get("/ring").json()
+    assert body["status"] == "successful" and body["sample_size"] == SAMPLE_SIZE
+    assert [m["name"] for m in body["members"]] == ring_lb.replicas()
+    assert sum(m["share"] for m in body["members"]) == pytest.approx(1.0)
+    assert all(0.25 < m["share"] < 0.42 for m in body["members"])
+    points = body["points"]
+    if body["strategy"] == "ketama":
+        assert len(points) == 3 * 160 and {p["replica"] for p in points} == set(ring_lb.replicas())
+    else:
+        assert points == []
+
+
+@pytest.mark.slow
+def test_plan_of_an_add_matches_the_keys_that_really_move(tmp_path: Path) -> None:
+    lb = start_lb(tmp_path, replicas="3")
+    try:
+        keys = list(sample_keys())
+        answer = lb.client.post("/ring/plan", json={"add": ["S9"]})
+        assert answer.status_code == 200, answer.text
+        planned = answer.json()
+        assert lb.replicas() == planned["before"]  # nothing changed
+        before = served_by(lb, keys)
+        assert lb.client.post("/add", json={"n": 1, "hostnames": ["S9"]}).status_code == 200
+        after = served_by(lb, keys)
+        flows = Counter((before[k], after[k]) for k in keys if before[k] != after[k])
+        assert planned["moved"] == sum(flows.values())
+        assert planned["moved_share"] == planned["moved"] / SAMPLE_SIZE
+        assert {(f["from"], f["to"]): f["keys"] for f in planned["flows"]} == dict(flows)
+        assert planned["after"] == lb.replicas()
+    finally:
+        lb.stop()
+
+
+def test_route_and_plan_errors_use_the_failure_body(ring_lb: RunningLB) -> None:
+    members = ring_lb.replicas()
+    cases = [
+        (ring_lb.client.get("/route"), 400),
+        (ring_lb.client.get("/route", params={"key": ""}), 400),
+        (ring_lb.client.post("/ring/plan", json={"remove": ["nope"]}), 400),
+        (ring_lb.client.post("/ring/plan", json={"add": [members[0]]}), 400),
+        (ring_lb.client.post("/ring/plan", json={"add": ["x"], "remove": ["x"]}), 400),
+        (ring_lb.client.post("/ring/plan", json={"add": "S9"}), 400),
+        (ring_lb.client.post("/ring/plan", json={"bogus": []}), 400),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert body["status"] == "failure" and body["message"].startswith("<Error> ")
+
+
+def test_an_empty_plan_moves_nothing(ring_lb: RunningLB) -> None:
+    body = ring_lb.client.post("/ring/plan", json={}).json()
+    assert body["moved"] == 0 and body["flows"] == [] and body["before"] == body["after"]
+
+
+def test_route_without_replicas_is_503(tmp_path: Path) -> None:
+    lb = start_lb(tmp_path, replicas="0")
+    try:
+        response = lb.client.get("/route", params={"key": "42"})
+        assert response.status_code == 503, response.text
+        assert response.json()["status"] == "failure"
+        ring = lb.client.get("/ring").json()
+        assert ring["members"] == [] and ring["points"] == []
+        planned = lb.client.post("/ring/plan", json={"add": ["S1"]}).json()
+        assert planned["moved"] == SAMPLE_SIZE and planned["flows"] == [
+            {"from": None, "to": "S1", "keys": SAMPLE_SIZE}
+        ]
+    finally:
+        lb.stop()
