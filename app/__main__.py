@@ -24,6 +24,16 @@ def load_settings() -> Settings:
         raise SystemExit(2) from None
 
 
+logger = logging.getLogger(__name__)
+
+
+def where_to_look(settings: Settings) -> str:
+    """The pages to open, for the start-up log (`make run` users look there first)."""
+    host = "localhost" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    base = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+    return f"dashboard {base}/dashboard | voting page {base}/vote | API docs {base}/docs"
+
+
 def main() -> None:
     """Configure logging, then serve on uvloop + httptools (the fastest uvicorn stack)."""
     settings = load_settings()
@@ -31,6 +41,7 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logger.info("open %s", where_to_look(settings))
     uvicorn.run(
         create_app(settings),
         host=settings.host,

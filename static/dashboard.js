@@ -10,9 +10,10 @@
   const HISTORY = 40; // polls of state history per card
   const MAX_BACKOFF_MS = 10000;
   const R = 92; // ring radius in SVG units (viewBox is 240 wide)
-  // Tableau 10: distinct, readable on white. A name keeps its colour for the life of the page.
-  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+  // Tableau's palette without its reds (red means down on this page). A name keeps its colour for the
+  // life of the page.
+  const PALETTE = ["#4e79a7", "#f28e2b", "#76b7b2", "#59a14f", "#edc948",
+    "#b07aa1", "#9c755f", "#a0cbe8", "#8cd17d", "#bab0ac"];
   const RED_STATES = new Set(["down", "backoff"]);
   const AMBER_STATES = new Set(["starting", "replacing", "draining"]);
 
@@ -111,7 +112,8 @@
   function arc(from, to, colour, label) {
     // from/to are fractions of the circle, to > from; a whole turn is a circle.
     if (to - from >= 0.9999) {
-      const circle = svg("circle", { cx: 0, cy: 0, r: R, fill: "none", stroke: colour, "stroke-width": 22 });
+      const circle = svg("circle", { cx: 0, cy: 0, r: R, fill: "none", stroke: colour, "stroke-width": 22, class: "arc" });
+      circle.dataset.replica = label;
       circle.appendChild(svg("title", {})).textContent = label;
       return circle;
     }
