@@ -1,7 +1,7 @@
 // The dashboard: polls GET /status and GET /ring, draws the ring (SVG) and one card per replica,
 // and adds/removes replicas (POST /add, DELETE /rm) and asks "what if" (POST /ring/plan).
 // Replica names and error texts are user input: they only ever go into textContent and attribute
-// values, never into innerHTML, and the page's CSP forbids inline script anyway.
+// values, never into markup, and the page's CSP forbids inline script anyway.
 (() => {
   "use strict";
 
