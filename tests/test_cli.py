@@ -195,3 +195,54 @@ def test_the_console_script_runs_the_cli(shared: RunningLB) -> None:
     failed = subprocess.run([*command, "--url", down, "rep"], capture_output=True, text=True, cwd=ROOT)
     assert failed.returncode == 3
     assert failed.stdout == "" and failed.stderr.startswith(f"chlb: cannot reach the load balancer at {down}")
+
+
+def test_route_names_the_replica_the_proxy_uses(shared: RunningLB) -> None:
+    for key in ("alice", "42", "a key/with?odd=chars"):
+        result = chlb(shared, "route", key)
+        assert result.exit_code == 0, result.output
+        body = shared.client.get("/route", params={"key": key}).json()
+        assert result.stdout == f"{body['replica']}\nfallbacks: {', '.join(body['fallbacks'])}\n"
+        assert result.stdout.splitlines()[0] == shared.serving(key)
+
+
+def test_route_errors_exit_1(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="0")
+    result = chlb(lb, "route", "alice")
+    assert result.exit_code == 1
+    message = lb.client.get("/route", params={"key": "alice"}).json()["message"].removeprefix("<Error> ")
+    assert one_line(result.stderr) == f"chlb: {message} (HTTP 503 on GET /route)"
+    result = chlb(lb, "route", "")
+    assert result.exit_code == 1
+    assert one_line(result.stderr).endswith("(HTTP 400 on GET /route)")
+
+
+def test_ring_shows_each_members_share(shared: RunningLB) -> None:
+    result = chlb(shared, "ring")
+    assert result.exit_code == 0, result.output
+    body = shared.client.get("/ring").json()
+    lines = result.stdout.splitlines()
+    assert lines[0].strip() == "strategy rendezvous: share of 10,000 sampled keys"
+    for member in body["members"]:
+        row = next(line for line in lines if line.strip().startswith(member["name"]))
+        assert row.split()[2] == f"{member['share']:.1%}"
+
+
+def test_plan_shows_what_would_move_and_changes_nothing(shared: RunningLB) -> None:
+    result = chlb(shared, "plan", "--add", "S9", "--remove", "Server 1")
+    assert result.exit_code == 0, result.output
+    body = shared.client.post("/ring/plan", json={"add": ["S9"], "remove": ["Server 1"]}).json()
+    lines = result.stdout.splitlines()
+    assert lines[0].strip() == (
+        f"moves {body['moved']:,} of {body['sample_size']:,} sampled keys ({body['moved_share']:.1%})"
+    )
+    rule = next(i for i, line in enumerate(lines) if line.strip().startswith("─"))
+    assert lines[rule - 1].split() == ["from", "to", "keys"]
+    flows = [line.split() for line in lines[rule + 1 :] if line.strip()]
+    expected = [[*f["from"].split(), *f["to"].split(), f"{f['keys']:,}"] for f in body["flows"]]
+    assert flows == expected
+    assert shared.replicas() == ["Server 1", "Server 2", "Server 3"]
+
+    result = chlb(shared, "plan", "--remove", "nobody")
+    assert result.exit_code == 1
+    assert one_line(result.stderr).endswith("(HTTP 400 on POST /ring/plan)")

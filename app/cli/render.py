@@ -34,7 +34,10 @@ def _number(value: Any, digits: int = 0) -> Text:
 
 def _table(title: str) -> Table:
     """Every table alike: a title line, a rule under the header, no vertical lines (easy to grep)."""
-    return Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # min_width: rich wraps a title to its table's width, and a table of short columns would split it.
+    return Table(
+        title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, min_width=len(title)
+    )
 
 
 def status_table(
@@ -76,8 +79,8 @@ def ring_table(body: Mapping[str, Any]) -> Table:
     """GET /ring: each member's share of the key sample, with a bar."""
     members: list[dict[str, Any]] = list(body.get("members", []))
     points = len(body.get("points", []))
-    sample = body.get("sample_size", "?")
-    title = f"strategy {body.get('strategy', '?')}: share of {sample} sampled keys"
+    sample = body.get("sample_size", 0)
+    title = f"strategy {body.get('strategy', '?')}: share of {sample:,} sampled keys"
     if points:
         title += f", {points} points on the circle"
     table = _table(title)
