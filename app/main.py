@@ -18,6 +18,7 @@ from app.control.pool import PoolLimits, ReplicaPool
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
+from app.metrics import Stats
 from app.runtimes import make_orchestrator
 from app.settings import Settings
 from app.voting import routes as vote_routes
@@ -54,12 +55,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
-    pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings))
+    stats = Stats()
+    pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings), stats)
     proxy = Proxy(
         pool,
         make_key_extractor(settings.key_source, settings.key_name),
         max_tries=settings.max_tries,
         max_body_bytes=settings.max_body_bytes,
+        stats=stats,
     )
     monitor = HealthMonitor(
         pool,
@@ -71,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
     )
     app.state.strategy = strategy
+    app.state.stats = stats
     app.state.pool = pool
     app.state.proxy = proxy
     app.state.votes = VoteStore(settings.db_path, settings.vote_options)  # early: bad options fail fast

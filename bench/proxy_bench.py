@@ -97,8 +97,9 @@ def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -
     if "Latency Distribution" not in out:
         raise RuntimeError(f"wrk against {name} printed no latency distribution:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # Anchored: a "+/- Stdev" column such as "62.50%" must not pass for the 50th percentile.
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors or "Socket errors" in out:
         print(f"warning: {name}: {out}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """A test replica: the contract's /home and /heartbeat, plus routes that echo or misbehave on purpose.
 
 `/echo/...` returns the request as JSON; `/slow?secs=S` answers late; `/status/<code>` answers <code>;
-`/chunked` streams its body. Run like the real replica: `python -m tests.echo_replica --fd N`.
+`/chunked` streams its body; `/crash` exits the process without answering.
+Run like the real replica: `python -m tests.echo_replica --fd N`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         status, payload = 200, b"late"
     elif path.startswith("/status/"):
         status, payload = int(path.rsplit("/", 1)[1]), b"as asked"
+    elif path == "/crash":
+        os._exit(3)  # the connection dies with no answer, as when a replica is killed mid-request
     elif path == "/chunked":
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         for part in (b"one,", b"two,", b"three"):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from app.metrics import Stats
 from app.ring import HashStrategy, make_strategy
 from app.settings import Settings
 
@@ -48,6 +49,12 @@ def get_pool(request: Request) -> ReplicaPool:
     return pool
 
 
+def get_stats(request: Request) -> Stats:
+    """Request and lifecycle counters (what /metrics exports)."""
+    stats: Stats = request.app.state.stats
+    return stats
+
+
 def get_vote_store(request: Request) -> VoteStore:
     """The durable vote store."""
     store: VoteStore = request.app.state.votes
@@ -57,4 +64,5 @@ def get_vote_store(request: Request) -> VoteStore:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StrategyDep = Annotated[HashStrategy, Depends(get_strategy)]
 PoolDep = Annotated["ReplicaPool", Depends(get_pool)]
+StatsDep = Annotated[Stats, Depends(get_stats)]
 VoteStoreDep = Annotated["VoteStore", Depends(get_vote_store)]

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import LoadBalancerError
+from app.metrics import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -31,25 +32,33 @@ def describe_validation_error(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(parts) if parts else "Invalid request"
 
 
+def _answer(request: Request, response: JSONResponse) -> JSONResponse:
+    """Count the LB's own error answer (in /metrics), then return it."""
+    stats = getattr(request.app.state, "stats", None)
+    if isinstance(stats, Stats):
+        stats.replied(response.status_code)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Domain errors, validation errors, HTTP errors, the unexpected: no traceback reaches a client."""
 
     @app.exception_handler(LoadBalancerError)
     async def on_domain_error(request: Request, exc: LoadBalancerError) -> JSONResponse:
-        return failure(exc.status_code, exc.message)
+        return _answer(request, failure(exc.status_code, exc.message))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message = describe_validation_error(exc)
         if "json" not in request.headers.get("content-type", "json"):
             message += " (send the body as JSON with 'Content-Type: application/json')"
-        return failure(400, message)
+        return _answer(request, failure(400, message))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return failure(exc.status_code, str(exc.detail), exc.headers)  # e.g. WWW-Authenticate
+        return _answer(request, failure(exc.status_code, str(exc.detail), exc.headers))  # WWW-Authenticate
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return failure(500, "Internal error; see the load balancer's log")
+        return _answer(request, failure(500, "Internal error; see the load balancer's log"))

@@ -24,6 +24,7 @@ from app.errors import (
     ReplicaStartError,
     UnknownReplicaError,
 )
+from app.metrics import Stats
 from app.ring import HashStrategy, Ring
 from app.runtimes.base import Orchestrator, ReplicaHandle
 
@@ -96,8 +97,15 @@ def natural_key(name: str) -> list[int | str]:
 class ReplicaPool:
     """Desired replicas, started through an orchestrator, routed through a hash strategy."""
 
-    def __init__(self, orchestrator: Orchestrator, strategy: HashStrategy, limits: PoolLimits) -> None:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        strategy: HashStrategy,
+        limits: PoolLimits,
+        stats: Stats | None = None,
+    ) -> None:
         self.orchestrator = orchestrator
+        self.stats = stats or Stats()  # ring rebuilds (and, from the lifecycle, health transitions)
         self.strategy = strategy
         self.limits = limits
         self.members: dict[str, Member] = {}
@@ -124,6 +132,7 @@ class ReplicaPool:
         """Swap in a new ring over the UP members; called after every health or membership change."""
         up = {m.name: m.upstream for m in self.members.values() if m.state is State.UP and m.upstream}
         self.table = RoutingTable(self.strategy.build(list(up)), up)
+        self.stats.ring_rebuilt()
 
     def report_failure(self, name: str, reason: str) -> None:
         """Passive detection: the proxy could not reach `name`; take it off the ring now, probe soon."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
 from typing import Any
 
 from app.control.pool import ReplicaPool
@@ -24,6 +25,7 @@ from app.dataplane.upstream import (
     UpstreamTimeout,
 )
 from app.errors import NoReplicasError
+from app.metrics import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,11 @@ class Proxy:
         *,
         max_tries: int = 3,
         max_body_bytes: int = 10 * 1024 * 1024,
+        stats: Stats | None = None,
     ) -> None:
         self.pool = pool
+        self.stats = stats or Stats()
+        self._replica_stats = self.stats.replicas  # the dict itself: one lookup per request
         self.extract_key = extract_key
         self.max_tries = max_tries
         self.max_body_bytes = max_body_bytes
@@ -67,7 +72,9 @@ class Proxy:
         if has_body:
             body_or_none = await self._read_body(receive)
             if body_or_none is None:
-                await _reply(send, 413, failure_body(f"Request body exceeds {self.max_body_bytes} bytes"))
+                await self._reply(
+                    send, 413, failure_body(f"Request body exceeds {self.max_body_bytes} bytes")
+                )
                 return
             body = body_or_none
         qs: bytes = scope["query_string"]
@@ -79,19 +86,24 @@ class Proxy:
         try:
             name = table.ring.lookup(key)
         except NoReplicasError:  # nothing is UP right now
-            await _reply(send, 503, self._no_replicas)
+            await self._reply(send, 503, self._no_replicas)
             return
+        counters = self._replica_stats.get(name) or self.stats.replica(name)
+        started = perf_counter()
         try:
             response = await table.upstreams[name].request(method, target, headers, body)
         except UpstreamError as exc:
+            counters.errors += 1
             retried = await self._retry(name, exc, key, method, target, headers, body, send)
             if retried is None:
                 return
             response = retried
+        else:
+            counters.observe(response.status, perf_counter() - started)
 
         if response.status == 404:
             path = scope["path"]
-            await _reply(send, 400, failure_body(f"'{path}' endpoint does not exist in server replicas"))
+            await self._reply(send, 400, failure_body(f"'{path}' endpoint does not exist in server replicas"))
             return
         if method != b"HEAD":  # a HEAD answer has no body; a length of 0 would misstate the resource's
             response.headers.append((b"content-length", str(len(response.body)).encode()))
@@ -113,7 +125,7 @@ class Proxy:
         tried = {failed}
         while True:
             if isinstance(exc, UpstreamTimeout):
-                await _reply(send, 504, failure_body(f"Replica '{failed}' did not answer in time"))
+                await self._reply(send, 504, failure_body(f"Replica '{failed}' did not answer in time"))
                 return None
             if (
                 isinstance(exc, StaleConnectionError)
@@ -125,7 +137,9 @@ class Proxy:
                 exc = UpstreamConnectError(str(exc))
             if isinstance(exc, UpstreamResetError) and method not in IDEMPOTENT_METHODS:
                 # It may have been processed: repeating a POST elsewhere could apply it twice.
-                await _reply(send, 502, failure_body(f"Replica '{failed}' closed the connection mid-request"))
+                await self._reply(
+                    send, 502, failure_body(f"Replica '{failed}' closed the connection mid-request")
+                )
                 return None
             if isinstance(exc, UpstreamConnectError):
                 # Refused: the replica is gone. (A reset may be one bad request, so it only retries.)
@@ -136,14 +150,21 @@ class Proxy:
             if len(tried) < self.max_tries:
                 candidate = next((name for name in table.ring.successors(key) if name not in tried), None)
             if candidate is None:
-                await _reply(send, 503, failure_body("No replica could answer the request"))
+                await self._reply(send, 503, failure_body("No replica could answer the request"))
                 return None
+            self.stats.replica(failed).retries += 1
             tried.add(candidate)
             failed = candidate
+            counters = self.stats.replica(candidate)
+            started = perf_counter()
             try:
-                return await table.upstreams[candidate].request(method, target, headers, body)
+                response = await table.upstreams[candidate].request(method, target, headers, body)
             except UpstreamError as next_exc:
+                counters.errors += 1
                 exc = next_exc
+            else:
+                counters.observe(response.status, perf_counter() - started)
+                return response
 
     def _forward_headers(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Copy end-to-end headers, add X-Forwarded-For; report whether a body follows."""
@@ -191,8 +212,13 @@ class Proxy:
                 break
         return b"".join(chunks)
 
+    async def _reply(self, send: Send, status: int, body: bytes) -> None:
+        """Answer with the LB's own error body (counted as the LB's, not a replica's, answer)."""
+        self.stats.replied(status)
+        await _send_json(send, status, body)
 
-async def _reply(send: Send, status: int, body: bytes) -> None:
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

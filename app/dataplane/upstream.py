@@ -325,6 +325,7 @@ class UpstreamPool:
         "_port",
         "_read_timeout",
         "address",
+        "in_flight",
     )
 
     def __init__(
@@ -345,6 +346,8 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
         self._closed = False
         self.address = f"{host}:{port}"
+        # Requests sent and not yet answered or failed: read by bounded loads, metrics and drain.
+        self.in_flight = 0
 
     @property
     def closed(self) -> bool:
@@ -372,25 +375,29 @@ class UpstreamPool:
             raise UpstreamConnectError(f"pool for {self.address} is closed")
         data = encode_request(method, target, headers, body)
         head = method == b"HEAD"
-        conn = self._take_idle()
-        if conn is not None:
+        self.in_flight += 1
+        try:
+            conn = self._take_idle()
+            if conn is not None:
+                waiter = conn.send(data, head)
+                try:
+                    return await waiter
+                except StaleConnectionError:
+                    if method not in IDEMPOTENT_METHODS:
+                        raise
+                    logger.debug("%s closed an idle connection; retrying %s once", self.address, method)
+                except asyncio.CancelledError:
+                    conn.give_up(waiter)
+                    raise
+            conn = await self._connect()
             waiter = conn.send(data, head)
             try:
                 return await waiter
-            except StaleConnectionError:
-                if method not in IDEMPOTENT_METHODS:
-                    raise
-                logger.debug("%s closed an idle connection; retrying %s once", self.address, method)
             except asyncio.CancelledError:
                 conn.give_up(waiter)
                 raise
-        conn = await self._connect()
-        waiter = conn.send(data, head)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            conn.give_up(waiter)
-            raise
+        finally:
+            self.in_flight -= 1
 
     async def refuses(self) -> bool:
         """Whether a fresh connect is refused now (the replica is gone): a probe, no request is sent."""

@@ -1,23 +1,32 @@
-"""GET /metrics in the Prometheus text format, read from the pool at scrape time.
+"""GET /metrics in the Prometheus text format, read from the pool and the request counters at scrape time.
 
-A custom collector instead of counters on the data path: the proxy does no extra work per request.
+Custom collectors instead of prometheus-client metrics on the data path: per request the proxy only bumps
+plain integers on app.metrics.Stats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import accumulate
 
 from fastapi import APIRouter, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from app.api.deps import PoolDep
+from app.api.deps import PoolDep, StatsDep
 from app.control.pool import ReplicaPool, State
+from app.metrics import LATENCY_BOUNDS, STATUS_CLASSES, Stats
 
 router = APIRouter(tags=["status"])
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LE = [f"{bound:g}" for bound in LATENCY_BOUNDS] + ["+Inf"]
 
 
 class PoolCollector(Collector):
@@ -44,9 +53,70 @@ class PoolCollector(Collector):
         yield from (desired, up, fails, restarts)
 
 
+class RequestCollector(Collector):
+    """Per-replica requests, errors, retries, latency and in-flight; the LB's own answers; rebuilds."""
+
+    def __init__(self, stats: Stats, pool: ReplicaPool) -> None:
+        self.stats = stats
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        requests = CounterMetricFamily(
+            "chlb_requests",
+            "Requests proxied to the replica, by answer class ('error': no answer: refused, reset, timeout)",
+            labels=["replica", "class"],
+        )
+        retries = CounterMetricFamily(
+            "chlb_upstream_retries",
+            "Requests re-sent to the next replica after this one failed",
+            labels=["replica"],
+        )
+        diverted = CounterMetricFamily(
+            "chlb_balance_diverted",
+            "Requests for this replica's keys sent to another replica by bounded loads",
+            labels=["replica"],
+        )
+        latency = HistogramMetricFamily(
+            "chlb_upstream_latency_seconds",
+            "Time from sending a request to the replica to its complete answer",
+            labels=["replica"],
+        )
+        for name, rs in sorted(stats.replicas.items()):
+            for label, count in zip(STATUS_CLASSES, rs.by_class[1:6], strict=True):
+                requests.add_metric([name, label], count)
+            requests.add_metric([name, "error"], rs.errors)
+            retries.add_metric([name], rs.retries)
+            diverted.add_metric([name], rs.diverted)
+            latency.add_metric(
+                [name], buckets=list(zip(_LE, accumulate(rs.buckets), strict=True)), sum_value=rs.latency_sum
+            )
+        in_flight = GaugeMetricFamily(
+            "chlb_in_flight", "Requests sent to the replica and not yet answered", labels=["replica"]
+        )
+        for name, upstream in sorted(self.pool.table.upstreams.items()):
+            in_flight.add_metric([name], upstream.in_flight)
+        answers = CounterMetricFamily(
+            "chlb_lb_responses", "Error answers the LB made itself (not a replica's)", labels=["code"]
+        )
+        for code, count in sorted(stats.lb_responses.items()):
+            answers.add_metric([str(code)], count)
+        rebuilds = CounterMetricFamily("chlb_ring_rebuilds", "Routing tables swapped in")
+        rebuilds.add_metric([], stats.ring_rebuilds)
+        transitions = CounterMetricFamily(
+            "chlb_health_transitions",
+            "Replica state changes, by the state entered",
+            labels=["replica", "state"],
+        )
+        for (name, state), count in sorted(stats.transitions.items()):
+            transitions.add_metric([name, state], count)
+        yield from (requests, retries, diverted, latency, in_flight, answers, rebuilds, transitions)
+
+
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
-async def metrics(pool: PoolDep) -> Response:
-    """Prometheus metrics: desired replicas, per-replica up, consecutive failures, restarts."""
+async def metrics(pool: PoolDep, stats: StatsDep) -> Response:
+    """Prometheus metrics: health; per replica requests, retries, latency, in-flight; LB errors; rebuilds."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PoolCollector(pool))
+    registry.register(RequestCollector(stats, pool))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.deps import PoolDep, StrategyDep
+from app.api.deps import PoolDep, StatsDep, StrategyDep
 from app.control.pool import State, natural_key
 from app.runtimes.base import ReplicaHandle
 
@@ -26,6 +26,9 @@ class ReplicaStatus(BaseModel):
     failed_starts: int
     retry_in: float | None
     last_error: str | None
+    requests: int = Field(description="requests proxied to it since the LB started (under this name)")
+    in_flight: int = Field(description="requests sent to it and not yet answered")
+    latency_p99_ms: float | None = Field(description="p99 upstream latency of its last 1,024 requests")
 
 
 class StatusResponse(BaseModel):
@@ -44,6 +47,10 @@ def _pid(handle: ReplicaHandle | None) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness of the LB itself (not of the replicas)."""
@@ -51,10 +58,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/status", response_model=StatusResponse)
-async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse:
+async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) -> StatusResponse:
     """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
+    counters = {m.name: stats.replica(m.name) for m in pool.members.values()}
     rows = [
         ReplicaStatus(
             name=m.name,
@@ -68,6 +76,9 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep) -> StatusResponse
             failed_starts=m.attempts,
             retry_in=round(m.next_start - now, 3) if m.handle is None and m.next_start > now else None,
             last_error=m.last_error,
+            requests=counters[m.name].requests,
+            in_flight=m.upstream.in_flight if m.upstream else 0,
+            latency_p99_ms=_ms(counters[m.name].latency_p99()),
         )
         for m in sorted(pool.members.values(), key=lambda m: natural_key(m.name))
     ]

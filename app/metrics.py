@@ -1,0 +1,94 @@
+"""Request and lifecycle counters: plain ints bumped on the hot path, exported by /metrics at scrape time.
+
+No prometheus-client call per request: a proxied request costs a dict lookup, two clock reads and a few
+integer increments here. Independent of app.control and app.dataplane, so both can report into it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+
+# Upstream latency buckets, seconds (Prometheus `le` bounds); the last bucket is +Inf.
+LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RECENT = 1024  # latencies kept per replica for /status's p99 (the last RECENT requests)
+_RECENT_MASK = RECENT - 1
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class ReplicaStats:
+    """Counters of one replica (by name: they survive its replacement under the same name)."""
+
+    __slots__ = (
+        "by_class",
+        "buckets",
+        "diverted",
+        "errors",
+        "latency_sum",
+        "recent",
+        "recent_count",
+        "retries",
+    )
+
+    def __init__(self) -> None:
+        self.by_class = [0] * 10  # index = status // 100; httptools statuses have three digits
+        self.errors = 0  # attempts that got no response (refused, reset, timeout)
+        self.retries = 0  # requests re-sent to the next replica after this one failed
+        self.diverted = 0  # requests for this replica's keys sent elsewhere by bounded loads
+        self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)
+        self.latency_sum = 0.0
+        self.recent = [0.0] * RECENT
+        self.recent_count = 0
+
+    def observe(self, status: int, seconds: float) -> None:
+        """One response from the replica, `seconds` after the request left."""
+        self.by_class[status // 100] += 1
+        self.buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        self.latency_sum += seconds
+        n = self.recent_count
+        self.recent[n & _RECENT_MASK] = seconds
+        self.recent_count = n + 1
+
+    @property
+    def requests(self) -> int:
+        """Requests proxied to the replica: answered (any status) or failed."""
+        return sum(self.by_class) + self.errors
+
+    def latency_p99(self) -> float | None:
+        """p99 of the last RECENT upstream latencies in seconds; None before the first response."""
+        n = min(self.recent_count, RECENT)
+        if n == 0:
+            return None
+        ordered = sorted(self.recent[:n])
+        return ordered[max(0, -(-99 * n // 100) - 1)]  # nearest rank: ceil(0.99 n)-th smallest
+
+
+class Stats:
+    """Every counter of one LB: per replica, the LB's own error answers, ring rebuilds, health transitions."""
+
+    __slots__ = ("lb_responses", "replicas", "ring_rebuilds", "transitions")
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, ReplicaStats] = {}
+        self.lb_responses: Counter[int] = Counter()  # status -> answers the LB made itself (4xx/5xx)
+        self.ring_rebuilds = 0
+        self.transitions: Counter[tuple[str, str]] = Counter()  # (replica, new state) -> count
+
+    def replica(self, name: str) -> ReplicaStats:
+        """The replica's counters, created on first use."""
+        found = self.replicas.get(name)
+        if found is None:
+            found = self.replicas[name] = ReplicaStats()
+        return found
+
+    def replied(self, status: int) -> None:
+        """The LB answered a request itself with `status` (not a replica's answer)."""
+        self.lb_responses[status] += 1
+
+    def ring_rebuilt(self) -> None:
+        """The control plane swapped in a new routing table."""
+        self.ring_rebuilds += 1
+
+    def transition(self, name: str, state: str) -> None:
+        """The control plane moved replica `name` into `state` (up, down, draining, ...)."""
+        self.transitions[(name, str(state))] += 1
