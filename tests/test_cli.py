@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from click.testing import Result
 from typer.testing import CliRunner
@@ -246,3 +248,40 @@ def test_plan_shows_what_would_move_and_changes_nothing(shared: RunningLB) -> No
     result = chlb(shared, "plan", "--remove", "nobody")
     assert result.exit_code == 1
     assert one_line(result.stderr).endswith("(HTTP 400 on POST /ring/plan)")
+
+
+def test_status_counts_requests_and_watch_shows_their_rate(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="2")
+    stop = threading.Event()
+
+    def traffic() -> None:  # bounded: stops when the watch ends, or after 5,000 requests
+        with httpx.Client(base_url=lb.url, timeout=5) as client:
+            for i in range(5000):
+                if stop.is_set():
+                    return
+                client.get("/home", params={"id": str(i)})
+
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    try:
+        result = chlb(lb, "status", "--watch", "--count", "4", "--interval", "0.3")
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    tables = result.stdout.split("strategy rendezvous")[1:]
+    assert len(tables) == 4
+
+    def cells(table: str, name: str) -> list[str]:
+        row = next(line for line in table.splitlines() if line.strip().startswith(name))
+        return row.split()[len(name.split()) :]  # state ring pid restarts requests req/s p99 [error]
+
+    assert [cells(tables[0], n)[5] for n in ("Server 1", "Server 2")] == ["-", "-"]  # one poll: no rate yet
+    later = [float(cells(t, n)[5].replace(",", "")) for t in tables[1:] for n in ("Server 1", "Server 2")]
+    assert max(later) > 0
+    status = lb.status()
+    assert sum(row["requests"] for row in status.values()) > 0
+    final = chlb(lb, "status")
+    for name, row in lb.status().items():
+        requests = int(cells(final.stdout, name)[4].replace(",", ""))
+        assert requests == row["requests"] and requests > 0  # no traffic now: the counters stand still

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
@@ -31,6 +33,8 @@ for (const c of document.querySelectorAll('#cards .card')) {
   cards[c.querySelector('.name').textContent] = {
     state: c.dataset.state, colour: ['ok', 'bad', 'busy', 'other'].find((k) => c.classList.contains(k)),
     pid: c.querySelectorAll('.stats dd')[5].textContent,
+    rate: c.querySelectorAll('.stats dd')[2].textContent,
+    p99: c.querySelectorAll('.stats dd')[3].textContent,
     history: [...c.querySelectorAll('.history span')].map((s) => s.className),
   };
 }
@@ -108,6 +112,32 @@ def test_the_dashboard_shows_three_replicas_and_the_ring(
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", DESKTOP)
     browser.save_screenshot(str(screenshot_dir(request) / "dashboard.png"))
     assert no_script_ran(browser)
+
+
+def test_cards_show_requests_per_second_and_p99(
+    lb_factory: LBFactory, browser: WebDriver, request: pytest.FixtureRequest
+) -> None:
+    lb = lb_factory(replicas="2")
+    open_dashboard(browser, lb)
+    wait_for(browser, lambda p: len(p["cards"]) == 2)
+    key = next(str(i) for i in range(1000) if lb.serving(str(i)) == "Server 2")
+    busy = re.compile(r"[0-9,]+\.[0-9]")
+    shown: dict[str, Any] = {}
+    with httpx.Client(base_url=lb.url, timeout=5) as client:
+        for _ in range(300):  # bounded: 300 bursts of 10 requests at most
+            for _ in range(10):
+                assert client.get("/home", params={"id": key}).status_code == 200
+            shown = page(browser)
+            if (
+                busy.fullmatch(shown["cards"]["Server 2"]["rate"])
+                and shown["cards"]["Server 2"]["rate"] != "0.0"
+            ):
+                break
+    card = shown["cards"]["Server 2"]
+    assert busy.fullmatch(card["rate"]) and float(card["rate"].replace(",", "")) > 0, card
+    assert re.fullmatch(r"[0-9,]+\.[0-9] ms", card["p99"]), card
+    assert lb.status()["Server 2"]["requests"] > 0
+    browser.save_screenshot(str(screenshot_dir(request) / "traffic.png"))
 
 
 def test_a_killed_replica_turns_red_then_green_without_a_reload(
