@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: help install run test lint bench experiments clean
 
 help:
-	@echo "make run          start the load balancer on :5000 with 3 local replicas"
+	@echo "make run          start the load balancer on :5000 with 3 local replicas (logs the URLs of /dashboard, /vote, /docs)"
 	@echo "make test         install everything, then lint + type-check + the whole test suite"
 	@echo "make bench        proxy throughput vs nginx and a direct call -> bench/results.md"
 	@echo "make experiments  experiments A-1..A-4 -> experiments/REPORT.md"
