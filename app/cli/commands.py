@@ -169,7 +169,9 @@ def watch_status(
                     counters = {r["name"]: r["requests"] for r in body["replicas"] if "requests" in r}
                     rates = _rates(previous, now, counters)
                     previous = (now, counters)
-                    view = render.status_table(body, rates, wide)
+                    table = render.status_table(body, rates, wide)
+                    table.caption = f"updated {time.strftime('%H:%M:%S')}, every {interval:g}s; Ctrl-C stops"
+                    view = table
                 if isinstance(screen, Live):
                     screen.update(view, refresh=True)
                 elif body is not None:

@@ -23,7 +23,7 @@ MISSING = "-"
 
 
 def _cell(value: Any, style: str = "") -> Text:
-    return Text(MISSING if value is None else str(value), style=style)
+    return Text(MISSING, style="dim") if value is None else Text(str(value), style=style)
 
 
 def _number(value: Any, digits: int = 0) -> Text:
@@ -36,7 +36,12 @@ def _table(title: str) -> Table:
     """Every table alike: a title line, a rule under the header, no vertical lines (easy to grep)."""
     # min_width: rich wraps a title to its table's width, and a table of short columns would split it.
     return Table(
-        title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, min_width=len(title)
+        title=Text(title),
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        min_width=len(title),
     )
 
 
