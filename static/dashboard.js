@@ -352,11 +352,13 @@
       failures = 0;
       $("live").textContent = `live, updated ${new Date().toLocaleTimeString("en-GB")}`;
       $("live").classList.remove("lost");
+      root.classList.remove("stale");
     } catch (err) {
       failures += 1;
       delay = Math.min(MAX_BACKOFF_MS, interval * 2 ** Math.min(failures, 4));
       $("live").textContent = `cannot reach the load balancer; retrying in ${Math.round(delay / 1000)} s`;
       $("live").classList.add("lost");
+      root.classList.add("stale"); // what is shown is the last answer, no longer live
     } finally {
       polling = false;
       timer = setTimeout(refresh, delay);

@@ -139,6 +139,11 @@ def test_cards_show_requests_per_second_and_p99(
     assert lb.status()["Server 2"]["requests"] > 0
     browser.save_screenshot(str(screenshot_dir(request) / "traffic.png"))
 
+    lb.stop()  # the page says so, greys out what it shows, and keeps retrying
+    wait_for(browser, lambda p: p["live"].startswith("cannot reach the load balancer; retrying in"))
+    assert "stale" in (browser.find_element(By.CSS_SELECTOR, "main").get_attribute("class") or "")
+    assert set(page(browser)["cards"]) == {"Server 1", "Server 2"}
+
 
 def test_a_killed_replica_turns_red_then_green_without_a_reload(
     lb_factory: LBFactory, browser: WebDriver, request: pytest.FixtureRequest, tmp_path: Path
