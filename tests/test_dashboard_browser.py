@@ -223,6 +223,11 @@ def test_add_from_the_page_asks_for_the_token_and_appears_on_the_ring(
     wait_for(browser, lambda p: "S5" not in p["cards"] and "S5" not in p["legend"])
     assert lb.replicas() == ["Server 1", "Server 2", "Server 3"]
 
+    # "Do it" applies the what-if plan shown above.
+    browser.find_element(By.ID, "plan-apply").click()
+    wait_for(browser, lambda p: "S9" in p["legend"] and p["cards"].get("S9", {}).get("state") == "up")
+    assert lb.replicas() == ["S9", "Server 1", "Server 2", "Server 3"]
+
 
 def test_a_hostile_replica_name_is_shown_as_text_and_runs_nothing(
     lb_factory: LBFactory, browser: WebDriver, request: pytest.FixtureRequest
