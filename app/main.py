@@ -63,6 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_tries=settings.max_tries,
         max_body_bytes=settings.max_body_bytes,
         stats=stats,
+        balance_factor=settings.balance_factor,
     )
     monitor = HealthMonitor(
         pool,

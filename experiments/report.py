@@ -29,6 +29,7 @@ class Figures:
     a3: str
     a4: str
     a4_slots: str
+    a5: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class ReportData:
     slots: SlotAnalysis
     zipfs: list[Observation]
     figures: Figures
+    a5: str = ""  # the A-5 section, rendered by experiments.a5.section
 
 
 def pct(x: float, digits: int = 1) -> str:
@@ -677,4 +679,5 @@ def default_text(d: ReportData) -> str:
 
 def render(d: ReportData) -> str:
     """The whole report."""
-    return "\n".join([header(d), targets(d), section_a1(d), section_a2(d), section_a3(d), section_a4(d)])
+    sections = [header(d), targets(d), section_a1(d), section_a2(d), section_a3(d), section_a4(d)]
+    return "\n".join([*sections, d.a5] if d.a5 else sections)

@@ -1,8 +1,9 @@
-"""Run A-1..A-4 and write experiments/REPORT.md: what `make experiments` runs.
+"""Run A-1..A-5 and write experiments/REPORT.md: what `make experiments` runs.
 
 One LB per strategy serves A-1 (its N=3 pass), A-2 (the sweep), the HTTP parts of A-4 (Zipf keys,
 and for the restart check a second LB with another PYTHONHASHSEED) and, for the default strategy, A-3.
-The next strategy's LB starts while the current one is measured. CSV and PNG go to --out/<a1..a4>/; the
+A-5 (bounded loads) runs on two LBs of its own at the end. The next strategy's LB starts while the
+current one is measured. CSV and PNG go to --out/<a1..a5>/; the
 figures the report shows are copied to --figures (committed with the report).
 """
 
@@ -18,7 +19,7 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
-from experiments import a1, a2, a3, a4
+from experiments import a1, a2, a3, a4, a5
 from experiments.common import (
     DEFAULT_STRATEGY,
     FIGURES,
@@ -43,6 +44,7 @@ REPORT_FIGURES = {
     "a3": "a3/a3_timeline.png",
     "a4": "a4/a4_comparison.png",
     "a4_slots": "a4/a4_assignment_slots.png",
+    "a5": "a5/a5_bounded.png",
 }
 
 
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             a3_summary = a3.run(Session.attach(lb.url, keys, opts, lb), a3_args(args))
             lb.stop()
 
+    bounded = a5.run(lbdir, hot, opts)
+    lb_starts += len(bounded)
     params = title_params(args)
     console.print("writing CSV and figures ...")
     a1_rows = a1.write(at3, args.out / "a1", params)
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     slots = a4.slot_analysis(keys)
     a4.write(comparisons, slots, zipfs, args.out / "a4", params)
+    a5.write(bounded, args.out / "a5", params)
     args.figures.mkdir(parents=True, exist_ok=True)
     figures = {}
     for name, rel in REPORT_FIGURES.items():
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(args.out / rel, target)
         figures[name] = os.path.relpath(target, args.report.parent)
     total = sum(len(o.result.outcomes) for s in sessions for o in s.observations)
-    total += sum(r.keys for r in restarts.values()) + int(a3_summary["requests"])
+    total += sum(r.keys for r in restarts.values()) + int(a3_summary["requests"]) + len(bounded) * len(hot)
     seconds = time.monotonic() - t0
     meta = Meta(
         started=started.strftime("%Y-%m-%d %H:%M %Z"),
@@ -170,10 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         total_requests=total,
         argv=list(argv) if argv is not None else None,
     )
-    data = ReportData(meta, args, a1_rows, sweeps, a3_summary, comparisons, slots, zipfs, Figures(**figures))
+    a5_text = a5.section(bounded, args.requests, args.concurrency, figures["a5"])
+    data = ReportData(
+        meta, args, a1_rows, sweeps, a3_summary, comparisons, slots, zipfs, Figures(**figures), a5_text
+    )
     args.report.write_text(render(data))
     console.print(f"report: {args.report} ({seconds:.0f} s, {total:,} requests, {lb_starts} LB starts)")
-    failed = sum(r.failed for r in comparisons) + int(a3_summary["client_errors"])
+    failed = (
+        sum(r.failed for r in comparisons) + int(a3_summary["client_errors"]) + sum(b.failed for b in bounded)
+    )
     return 0 if failed == 0 else 1
 
 

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 import uvicorn
 
 NAME = os.environ.get("SERVER_ID", "unknown")
+HOME_DELAY = [0.0]  # --home-delay: /home answers after this many seconds (a replica with I/O latency)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -32,6 +33,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     status, payload, headers = 404, b"", [(b"content-type", b"text/plain")]
     if path == "/home":
+        if HOME_DELAY[0]:
+            await asyncio.sleep(HOME_DELAY[0])
         status = 200
         payload = json.dumps({"message": f"Hello from Server: {NAME}", "status": "successful"}).encode()
     elif path == "/heartbeat":
@@ -70,7 +73,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--home-delay", type=float, default=0.0)
     args = parser.parse_args()
+    HOME_DELAY[0] = args.home_delay
     sock = socket.socket(fileno=args.fd)  # not uvicorn's fd=, which assumes AF_UNIX
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 

@@ -13,6 +13,7 @@ from time import perf_counter
 from typing import Any
 
 from app.control.pool import ReplicaPool
+from app.dataplane.balance import pick_bounded
 from app.dataplane.keys import KeyExtractor, random_key
 from app.dataplane.upstream import (
     HOP_BY_HOP_HEADERS,
@@ -52,8 +53,10 @@ class Proxy:
         max_tries: int = 3,
         max_body_bytes: int = 10 * 1024 * 1024,
         stats: Stats | None = None,
+        balance_factor: float | None = None,
     ) -> None:
         self.pool = pool
+        self.balance_factor = balance_factor  # None: plain consistent hashing
         self.stats = stats or Stats()
         self._replica_stats = self.stats.replicas  # the dict itself: one lookup per request
         self.extract_key = extract_key
@@ -88,6 +91,11 @@ class Proxy:
         except NoReplicasError:  # nothing is UP right now
             await self._reply(send, 503, self._no_replicas)
             return
+        if self.balance_factor is not None:
+            chosen = pick_bounded(table.ring, key, table.upstreams, self.balance_factor)
+            if chosen != name:
+                (self._replica_stats.get(name) or self.stats.replica(name)).diverted += 1
+                name = chosen
         counters = self._replica_stats.get(name) or self.stats.replica(name)
         started = perf_counter()
         try:
