@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from app.cli.commands import cli
 from tests.lb_support import ROOT, LBFactory, RunningLB, free_port, start_lb

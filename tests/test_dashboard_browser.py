@@ -80,7 +80,7 @@ def no_script_ran(browser: WebDriver) -> bool:
     try:
         browser.switch_to.alert  # noqa: B018 - raises when no alert is open
     except NoAlertPresentException:
-        return browser.execute_script("return window.__alerts.length") == 0
+        return bool(browser.execute_script("return window.__alerts.length === 0"))
     return False
 
 
