@@ -32,7 +32,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app replica_service experiments bench tests
-	$(BIN)/mypy app replica_service experiments
+	$(BIN)/mypy app replica_service experiments bench tests
 
 test: $(STAMP)
 	scripts/apt-install.sh $(TEST_APT)

@@ -38,6 +38,6 @@ class InvalidRequestError(LoadBalancerError):
 
 
 class ReplicaStartError(LoadBalancerError):
-    """The orchestrator could not bring a replica up (it crashed or never answered /heartbeat)."""
+    """The runtime could not bring a replica up (it crashed or never answered /heartbeat)."""
 
     status_code = 502

@@ -13,13 +13,12 @@ from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
 from app.api.routers import dashboard, metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
-from app.control.health import HealthMonitor, HealthPolicy
-from app.control.pool import PoolLimits, ReplicaPool
+from app.control.pool import PoolPolicy, ReplicaPool
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
 from app.metrics import Stats
-from app.runtimes import make_orchestrator
+from app.runtimes import make_runtime
 from app.settings import Settings
 from app.voting import routes as vote_routes
 from app.voting.store import VoteStore
@@ -36,27 +35,14 @@ the [voting page](/vote) is the demo app.
 """
 
 
-def pool_limits(settings: Settings) -> PoolLimits:
-    """The pool's view of the settings."""
-    return PoolLimits(
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        max_idle=settings.max_idle_connections,
-        heartbeat_timeout=settings.heartbeat_timeout,
-        start_timeout=settings.start_timeout,
-        max_replicas=settings.max_replicas,
-        restart_backoff_max=settings.restart_backoff_max,
-        replacement_gets_new_name=settings.replacement_name == "new",
-    )
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
     stats = Stats()
-    pool = ReplicaPool(make_orchestrator(settings), strategy, pool_limits(settings), stats)
+    pool = ReplicaPool(make_runtime(settings), strategy, PoolPolicy.from_settings(settings))
+    pool.subscribe(lambda table: stats.ring_rebuilt())
     proxy = Proxy(
         pool,
         make_key_extractor(settings.key_source, settings.key_name),
@@ -64,15 +50,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_body_bytes=settings.max_body_bytes,
         stats=stats,
         balance_factor=settings.balance_factor,
-    )
-    monitor = HealthMonitor(
-        pool,
-        HealthPolicy(
-            interval=settings.heartbeat_interval,
-            jitter=settings.heartbeat_jitter,
-            rise=settings.rise,
-            fall=settings.fall,
-        ),
     )
     app.state.strategy = strategy
     app.state.stats = stats
@@ -82,15 +59,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Whether a token is set, never the token itself.
     logger.info("admin token %s", "set: mutations need it" if settings.admin_token else "unset")
     try:
-        await pool.start_initial(settings.replicas)
-        monitor.start()
+        await pool.start(settings.replicas)
         if settings.fast_path and isinstance(app, LoadBalancerApp):
             app.fast_proxy = proxy
         yield
     finally:
         if isinstance(app, LoadBalancerApp):
             app.fast_proxy = None
-        await monitor.stop()
         await pool.close()
         app.state.votes.close()
 

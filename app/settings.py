@@ -5,22 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StrategyName = Literal["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
 KeySourceName = Literal["query", "header", "cookie", "path", "client"]
-BackendName = Literal["process", "docker"]
+RuntimeName = Literal["process", "docker"]
 
 
 class Settings(BaseSettings):
     """Every knob of the LB; `LB_<FIELD>` in the environment overrides the default."""
 
-    model_config = SettingsConfigDict(env_prefix="LB_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LB_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     # Listening
     host: str = "0.0.0.0"
     port: int = Field(5000, ge=0, le=65535)
+    fd: int | None = Field(
+        None, ge=0, description="serve on this inherited, bound socket instead of binding host:port"
+    )
 
     # Membership
     replicas: int = Field(3, ge=0, le=256, description="replicas started at boot")
@@ -29,7 +34,12 @@ class Settings(BaseSettings):
         description="generated names are '<prefix><n>'; default 'Server ' (process) or 'server' (docker)",
     )
     max_replicas: int = Field(50, ge=1, le=1024, description="upper bound on members, against runaway /add")
-    backend: BackendName = "process"
+    runtime: RuntimeName = Field(
+        "process",
+        # LB_BACKEND is the old name: HAProxy users read "backend" as a group of servers.
+        validation_alias=AliasChoices("LB_RUNTIME", "LB_BACKEND", "runtime"),
+        description="where replicas run: local processes or Docker containers (LB_BACKEND is the old name)",
+    )
 
     # Hashing
     strategy: StrategyName = "rendezvous"
@@ -53,14 +63,17 @@ class Settings(BaseSettings):
     replacement_name: Literal["same", "new"] = "same"
     start_timeout: float = Field(20.0, gt=0, description="seconds a new replica has to answer /heartbeat")
     restart_backoff_max: float = Field(30.0, gt=0)
+    drain_timeout: float = Field(
+        10.0, ge=0, description="seconds a removed replica gets to finish its requests in flight"
+    )
 
-    # Process backend
+    # Process runtime
     replica_host: str = "127.0.0.1"
     replica_command: list[str] | None = Field(
         None, description="argv that starts a replica (JSON list); default: this Python's replica_service"
     )
 
-    # Docker backend
+    # Docker runtime
     docker_image: str = "chlb-replica:latest"
     docker_network: str = "chlb-net"
     docker_label: str = "chlb.replica"

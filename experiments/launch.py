@@ -95,7 +95,7 @@ def launch_lb(
         LB_PORT=str(port),
         LB_STRATEGY=strategy,
         LB_REPLICAS=str(replicas),
-        LB_BACKEND="process",
+        LB_RUNTIME="process",
         LB_DB_PATH=str(workdir / f"votes-{port}.sqlite3"),
         LB_LOG_LEVEL="info",
         PYTHONHASHSEED=hashseed,

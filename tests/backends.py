@@ -1,4 +1,4 @@
-"""Run the same LB tests on each orchestrator backend: local processes and Docker containers.
+"""Run the same LB tests on each runtime backend: local processes and Docker containers.
 
 A `Backend` gives the LB settings for one backend and the replica names to expect. Docker names get a
 per-LB token, so LBs on one engine (and parallel test runs) never adopt each other's containers.
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.control.pool import natural_key
+from app.control.naming import natural_key
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Backend:
             self.request,
             token,
             {
-                "backend": "docker",
+                "runtime": "docker",
                 "docker_image": image,
                 "docker_network": f"chlb-test-{token}",
                 "docker_label": f"chlb.test.{token}",

@@ -74,10 +74,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--home-delay", type=float, default=0.0)
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds requests get on SIGTERM (0: cut them, as docker rm -f)",
+    )
     args = parser.parse_args()
     HOME_DELAY[0] = args.home_delay
     sock = socket.socket(fileno=args.fd)  # not uvicorn's fd=, which assumes AF_UNIX
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=args.grace)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":

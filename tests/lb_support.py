@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.polling import wait_until
+from tests.ports import bind_loopback, port_of
+
+__all__ = ["LBFactory", "RunningLB", "start_lb", "wait_until"]
+
 ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE = 60.0
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the LB binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
 
 
 def child_pids(pid: int) -> set[int]:
@@ -107,11 +90,13 @@ class RunningLB:
 
 def start_lb(workdir: Path, **settings: Any) -> RunningLB:
     """Start `python -m app` with LB_* settings (lower-case keys) and wait until /rep answers."""
-    port = free_port()
+    sock = bind_loopback()  # handed to the LB: no window in which another process takes the port
+    port = port_of(sock)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
     env.update(
         LB_HOST="127.0.0.1",
         LB_PORT=str(port),
+        LB_FD=str(sock.fileno()),
         LB_DB_PATH=str(workdir / "votes.sqlite3"),
         LB_HEARTBEAT_INTERVAL="0.05",
         LB_LOG_LEVEL="info",
@@ -119,9 +104,14 @@ def start_lb(workdir: Path, **settings: Any) -> RunningLB:
     for key, value in settings.items():
         env[f"LB_{key.upper()}"] = value if isinstance(value, str) else _json(value)
     log_path = workdir / f"lb-{port}.log"
-    with log_path.open("wb") as log:
+    with sock, log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(sock.fileno(),),
         )
     lb = RunningLB(port, proc, log_path, env)
 

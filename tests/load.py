@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+
+from tests.polling import wait_until
 
 
 @dataclass
@@ -69,3 +72,22 @@ class Load:
                     self.statuses[response.status_code] += 1
                     if response.status_code == 200:
                         self.served_by[response.json()["message"].split(":")[-1].strip()] += 1
+
+
+def seconds_to_recover(
+    url: str, kill: Callable[[], object], recovered: Callable[[], object], timeout: float
+) -> float:
+    """Kill a replica in the middle of a bounded GET load; seconds until `recovered()` holds.
+
+    Fails the test if any request of the load failed: clients must never see the kill.
+    """
+    with Load(url, workers=4, max_requests=30_000) as load:
+        load.wait_for(300)
+        killed_at = time.monotonic()
+        kill()
+        wait_until(recovered, timeout=timeout)
+        back_after = time.monotonic() - killed_at
+        load.wait_for(300)
+    assert load.errors == [], load.errors[:3]
+    assert set(load.statuses) == {200}, load.statuses
+    return back_after

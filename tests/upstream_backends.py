@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,36 +12,12 @@ from typing import Any
 
 import uvicorn
 
+from tests.polling import wait_until
+from tests.ports import bind_loopback
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-def bind_socket() -> socket.socket:
-    """A socket bound to a free 127.0.0.1 port, so the port is known before any server starts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll every 10 ms instead of sleeping for a guessed time."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s")
-        time.sleep(0.01)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """The event-loop twin of wait_until: lets the loop run callbacks while polling."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 def http_response(
@@ -142,7 +116,7 @@ class ScriptedServer:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> ScriptedServer:
-        sock = bind_socket()
+        sock = bind_loopback()
         self.port = sock.getsockname()[1]
         self._server = await asyncio.start_server(self._serve, sock=sock)
         return self
@@ -221,7 +195,7 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
 @contextmanager
 def serve_asgi(app: Any) -> Iterator[int]:
     """Run `app` on uvicorn + httptools in a daemon thread on a pre-bound socket; yield its port."""
-    sock = bind_socket()
+    sock = bind_loopback()
     config = uvicorn.Config(
         app, http="httptools", loop="asyncio", lifespan="off", log_level="warning", access_log=False
     )

@@ -14,7 +14,7 @@ from app.ring import HashStrategy, make_strategy
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.control.pool import ReplicaPool
+    from app.control.membership import Membership
     from app.voting.store import VoteStore
 
 
@@ -43,9 +43,9 @@ def resolve_strategy(app: FastAPI) -> HashStrategy:
     return make_strategy(settings.strategy, vnodes=settings.vnodes)
 
 
-def get_pool(request: Request) -> ReplicaPool:
+def get_pool(request: Request) -> Membership:
     """The replica pool: membership, health and the current routing table."""
-    pool: ReplicaPool = request.app.state.pool
+    pool: Membership = request.app.state.pool
     return pool
 
 
@@ -63,6 +63,6 @@ def get_vote_store(request: Request) -> VoteStore:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StrategyDep = Annotated[HashStrategy, Depends(get_strategy)]
-PoolDep = Annotated["ReplicaPool", Depends(get_pool)]
+PoolDep = Annotated["Membership", Depends(get_pool)]
 StatsDep = Annotated[Stats, Depends(get_stats)]
 VoteStoreDep = Annotated["VoteStore", Depends(get_vote_store)]

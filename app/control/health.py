@@ -1,8 +1,7 @@
-"""The health monitor: probes every replica, flips UP/DOWN with rise/fall, and reconciles toward the
-desired membership (replaces dead replicas, retries failed starts with capped exponential back-off).
+"""Health checking: the heartbeat probe and the monitor that runs it over every member.
 
-Runs as one lifespan task. A round never raises out of the loop: an error is logged and the next
-round runs. Transitions, not probes, are logged.
+The monitor only probes and reports; each member's lifecycle owner decides what a result means
+(rise/fall, replacement). Runs as one lifespan task; a round never raises out of the loop.
 """
 
 from __future__ import annotations
@@ -11,50 +10,85 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from app.control.events import log_event
-from app.control.pool import Member, ReplicaPool, State
+from app.control.lifecycle import Prober, Replica
+from app.dataplane.upstream import UpstreamError
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+_HEARTBEAT_TARGET = b"/heartbeat"
+
+
+async def probe_heartbeat(member: Replica[Any]) -> bool:
+    """One GET /heartbeat on the member's probe connection; True on 200."""
+    probe, handle = member.probe, member.handle
+    if probe is None or handle is None:
+        return False
+    try:
+        response = await probe.request(b"GET", _HEARTBEAT_TARGET, [(b"host", handle.address.encode())])
+    except UpstreamError:
+        return False
+    return response.status == 200
+
 
 @dataclass(frozen=True)
-class HealthPolicy:
-    """HAProxy-style check parameters: `fall` misses mark a replica down, `rise` successes bring it back."""
+class ProbeSchedule:
+    """How often the monitor probes: a period with ± jitter, so probes of many LBs do not align."""
 
-    interval: float = 0.25
-    jitter: float = 0.1
-    rise: int = 2
-    fall: int = 2
+    interval: float
+    jitter: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProbeSchedule:
+        """The monitor's view of the settings."""
+        return cls(interval=settings.heartbeat_interval, jitter=settings.heartbeat_jitter)
+
+    def next_delay(self) -> float:
+        """Seconds until the next round."""
+        return self.interval * (1 + random.uniform(-self.jitter, self.jitter))
 
 
 class HealthMonitor:
-    """Owns the probe loop and the replacement tasks it spawns."""
+    """Probes every member that is due, each round, and hands the verdicts to their owners."""
 
-    def __init__(self, pool: ReplicaPool, policy: HealthPolicy) -> None:
-        self.pool = pool
-        self.policy = policy
+    def __init__(
+        self,
+        members: Callable[[], Iterable[Replica[Any]]],
+        schedule: ProbeSchedule,
+        prober: Prober = probe_heartbeat,
+    ) -> None:
+        self._members = members
+        self._schedule = schedule
+        self._prober = prober
+        self._wake = asyncio.Event()
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the loop as a background task."""
-        self._loop_task = asyncio.create_task(self._run(), name="heartbeat")
+        self._task = asyncio.create_task(self._run(), name="heartbeat")
+
+    def wake(self) -> None:
+        """Run the next round now (a member was reported down by someone else)."""
+        self._wake.set()
 
     async def stop(self) -> None:
-        """Stop probing and cancel replacements in flight; returns when all are done."""
+        """Stop probing; returns when the loop has ended."""
         self._stopping = True
-        self.pool.changed.set()
-        if self._loop_task is not None:
-            await self._loop_task
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def check_once(self) -> None:
+        """One round: probe every member that is due and report each result to its owner."""
+        due = [(m, handle) for m in list(self._members()) if (handle := m.probe_due()) is not None]
+        results = await asyncio.gather(*(self._prober(m) for m, _ in due))
+        for (member, handle), ok in zip(due, results, strict=True):
+            member.report_probe(handle, ok)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -62,65 +96,6 @@ class HealthMonitor:
                 await self.check_once()
             except Exception:
                 logger.exception("heartbeat round failed; next round continues")
-            await self._pause()
-
-    async def _pause(self) -> None:
-        """Sleep one interval (with jitter), cut short by a passive failure report or by stop()."""
-        p = self.policy
-        delay = p.interval * (1 + random.uniform(-p.jitter, p.jitter))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.pool.changed.wait(), timeout=delay)
-        self.pool.changed.clear()
-
-    async def check_once(self) -> None:
-        """One round: start what is missing, probe the rest, apply transitions."""
-        pool = self.pool
-        now = time.monotonic()
-        probed: list[Member] = []
-        for member in list(pool.members.values()):
-            if member.busy:
-                continue
-            if member.handle is None:
-                if now >= member.next_start:
-                    self._spawn(pool.bring_up(member))
-            elif pool.orchestrator.exited(member.handle):
-                self._mark_down(member, "process exited")
-                self._spawn(pool.replace(member, "replica exited"))
-            else:
-                probed.append(member)
-        results = await asyncio.gather(*(pool.probe(m) for m in probed))
-        for member, ok in zip(probed, results, strict=True):
-            if member.busy or pool.members.get(member.name) is not member:
-                continue  # removed or taken over while the probe ran
-            self._apply(member, ok)
-
-    def _apply(self, member: Member, ok: bool) -> None:
-        p = self.policy
-        if ok:
-            member.fails = 0
-            member.oks += 1
-            if member.state is State.DOWN and member.oks >= p.rise:
-                member.state = State.UP
-                member.last_error = None
-                self.pool.rebuild()
-                log_event(logging.INFO, "up", member.name, reason=f"{member.oks} good heartbeats")
-            return
-        member.oks = 0
-        member.fails += 1
-        if member.fails < p.fall:
-            return
-        reason = f"{member.fails} failed heartbeats"
-        self._mark_down(member, reason)
-        self._spawn(self.pool.replace(member, reason))
-
-    def _mark_down(self, member: Member, reason: str) -> None:
-        if member.state is State.UP:
-            member.state = State.DOWN
-            self.pool.rebuild()
-            log_event(logging.WARNING, "down", member.name, reason=reason, detected_by="heartbeat")
-        member.busy = True  # the replacement task owns it from here
-
-    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._schedule.next_delay())
+            self._wake.clear()

@@ -1,22 +1,23 @@
-"""The replica pool: desired membership, per-replica health, and the routing table the proxy reads.
+"""Desired membership held by the LB itself (process and Docker runtimes).
 
-This is the only mutable shared state. The proxy reads `pool.table` (one attribute, swapped whole on
-every change), so it never sees a half-built ring and takes no lock. Membership changes (/add, /rm)
-are serialized by one asyncio.Lock; health transitions and replacements come from app.control.health.
+The pool decides *which* replicas exist: names, /add and /rm, the initial count, successors under a
+new name. Each member's life is its own owner's (app.control.lifecycle); the pool only creates, asks
+and forgets members, and rebuilds the routing table when an owner says a member entered or left UP.
+/add and /rm are serialized by one asyncio.Lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from app.control.events import log_event
-from app.dataplane.upstream import UpstreamError, UpstreamPool
+from app.control.health import HealthMonitor, ProbeSchedule, probe_heartbeat
+from app.control.lifecycle import Hooks, LifecyclePolicy, Prober, Replica, State
+from app.control.naming import generate_names, natural_key
+from app.control.routing import RoutingTable, RoutingTableHolder
 from app.errors import (
     InvalidRequestError,
     LoadBalancerError,
@@ -24,272 +25,222 @@ from app.errors import (
     ReplicaStartError,
     UnknownReplicaError,
 )
-from app.metrics import Stats
-from app.ring import HashStrategy, Ring
-from app.runtimes.base import Orchestrator, ReplicaHandle
+from app.ring.base import HashStrategy
+from app.runtimes.base import ReplicaHandle, Runtime
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_HEARTBEAT_TARGET = b"/heartbeat"
-_START_POLL_SECONDS = 0.02
-
-
-class State(StrEnum):
-    """Where a member is in its life; only UP members are on the ring."""
-
-    STARTING = "starting"
-    UP = "up"
-    DOWN = "down"
-
-
-@dataclass(eq=False)
-class Member:
-    """One desired replica and what the LB knows about its health."""
-
-    name: str
-    seq: int  # order of addition: /rm without names removes the newest first
-    handle: ReplicaHandle | None = None
-    upstream: UpstreamPool | None = None
-    probe: UpstreamPool | None = None
-    state: State = State.DOWN
-    fails: int = 0
-    oks: int = 0
-    last_probe: float | None = None  # wall-clock time of the last heartbeat probe
-    restarts: int = 0
-    attempts: int = 0  # consecutive failed starts, drives the back-off
-    next_start: float = 0.0  # monotonic time before which no new start is tried
-    last_error: str | None = None
-    busy: bool = field(default=False, repr=False)  # a start/replacement task owns this member
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingTable:
-    """What the proxy needs per request: the ring over UP members and their connection pools."""
-
-    ring: Ring
-    upstreams: dict[str, UpstreamPool]
-
 
 @dataclass(frozen=True)
-class PoolLimits:
-    """Timeouts, caps and replacement policy the pool applies to replicas it starts."""
+class PoolPolicy:
+    """How the pool runs its members: their lifecycle, the probe schedule, the membership limits."""
 
-    connect_timeout: float = 0.5
-    read_timeout: float = 10.0
-    max_idle: int = 64
-    heartbeat_timeout: float = 0.3
-    start_timeout: float = 20.0
-    max_replicas: int = 50
-    restart_backoff_base: float = 0.5
-    restart_backoff_max: float = 30.0
+    lifecycle: LifecyclePolicy
+    schedule: ProbeSchedule
+    max_replicas: int
     replacement_gets_new_name: bool = False  # the seed's behaviour; default: the dead replica's name
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PoolPolicy:
+        """The pool's view of the settings."""
+        return cls(
+            LifecyclePolicy.from_settings(settings),
+            ProbeSchedule.from_settings(settings),
+            settings.max_replicas,
+            settings.replacement_name == "new",
+        )
 
-def _address(member: Member) -> str | None:
-    return member.handle.address if member.handle else None
 
-
-def natural_key(name: str) -> list[int | str]:
-    """Sort "Server 2" before "Server 10"."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-class ReplicaPool:
-    """Desired replicas, started through an orchestrator, routed through a hash strategy."""
+class ReplicaPool(Hooks):
+    """Desired replicas, started through a runtime, routed through a hash strategy."""
 
     def __init__(
         self,
-        orchestrator: Orchestrator,
+        runtime: Runtime[Any],
         strategy: HashStrategy,
-        limits: PoolLimits,
-        stats: Stats | None = None,
+        policy: PoolPolicy,
+        prober: Prober = probe_heartbeat,
     ) -> None:
-        self.orchestrator = orchestrator
-        self.stats = stats or Stats()  # ring rebuilds (and, from the lifecycle, health transitions)
+        self.runtime = runtime
         self.strategy = strategy
-        self.limits = limits
-        self.members: dict[str, Member] = {}
-        self.table = RoutingTable(strategy.build([]), {})
-        self.changed = asyncio.Event()  # set on passive failures so the monitor probes at once
+        self.members: dict[str, Replica[Any]] = {}
+        self.monitor = HealthMonitor(self.members.values, policy.schedule, prober)
+        self._policy = policy.lifecycle
+        self._prober = prober
+        self._max_replicas = policy.max_replicas
+        self._new_names = policy.replacement_gets_new_name
+        self._routing = RoutingTableHolder(strategy)
+        self._adding: dict[str, Replica[Any]] = {}  # started by an /add in flight, not members yet
+        self._leaving: dict[Replica[Any], asyncio.Future[None]] = {}  # removed, draining or stopping
         self._lock = asyncio.Lock()
         self._seq = 0
-        orchestrator.on_exit = self._on_exit
+        runtime.on_exit = self._on_exit
 
-    def _on_exit(self, handle: ReplicaHandle) -> None:
-        """The backend saw a replica die: wake the monitor now rather than at its next round."""
-        member = self.members.get(handle.name)
-        if member is not None and member.handle is handle:
-            self.report_failure(handle.name, "replica exited")
-            self.changed.set()
+    # ----- reading ---------------------------------------------------------------------------------
+    @property
+    def table(self) -> RoutingTable:
+        """The current routing table; the proxy reads it once per request."""
+        return self._routing.table
 
-    # ----- reading -----------------------------------------------------------------------------
     def names(self) -> list[str]:
         """Desired members in natural order (what /rep shows, whatever their health)."""
         return sorted(self.members, key=natural_key)
 
-    # ----- routing table -----------------------------------------------------------------------
-    def rebuild(self) -> None:
-        """Swap in a new ring over the UP members; called after every health or membership change."""
-        up = {m.name: m.upstream for m in self.members.values() if m.state is State.UP and m.upstream}
-        self.table = RoutingTable(self.strategy.build(list(up)), up)
-        self.stats.ring_rebuilt()
+    def replicas(self) -> list[Replica[Any]]:
+        """Members plus those still draining, in natural order."""
+        draining = [m for m in self._leaving if m.state is State.DRAINING]
+        everyone = [*self.members.values(), *draining]
+        return sorted(everyone, key=lambda m: (natural_key(m.name), m.seq))
 
+    def subscribe(self, callback: Callable[[RoutingTable], object]) -> None:
+        """Call `callback(table)` after every routing-table swap (e.g. to push it to workers)."""
+        self._routing.subscribe(callback)
+
+    # ----- reports, routed to the member's owner ---------------------------------------------------
     def report_failure(self, name: str, reason: str) -> None:
-        """Passive detection: the proxy could not reach `name`; take it off the ring now, probe soon."""
+        """Passive detection: the proxy could not reach `name`."""
         member = self.members.get(name)
-        if member is None or member.state is not State.UP:
-            return
-        member.state = State.DOWN
-        member.oks = 0
-        member.last_error = reason
-        log_event(logging.WARNING, "down", name, reason=reason, detected_by="proxy")
-        self.rebuild()
-        self.changed.set()
+        if member is not None:
+            member.report_refused(reason)
 
-    # ----- membership --------------------------------------------------------------------------
+    def _on_exit(self, handle: ReplicaHandle) -> None:
+        member = self.members.get(handle.name)
+        if member is not None:
+            member.report_exit(handle)
+
+    # ----- Hooks: what members ask of the pool -----------------------------------------------------
+    def routing_changed(self, member: Replica[Any]) -> None:
+        if self.members.get(member.name) is member:
+            self._rebuild()
+
+    def wake_monitor(self) -> None:
+        self.monitor.wake()
+
+    def successor_name(self, member: Replica[Any]) -> str | None:
+        if not self._new_names or self.members.get(member.name) is not member:
+            return None
+        (name,) = generate_names(self.runtime.name_prefix, 1, self._taken())
+        successor = self._new_member(name, restarts=member.restarts)
+        del self.members[member.name]
+        self.members[name] = successor
+        successor.launch()
+        return name
+
+    # ----- membership ------------------------------------------------------------------------------
+    async def start(self, initial: int) -> None:
+        """Adopt replicas left by an earlier LB, start the rest, then start probing them."""
+        async with self._lock:
+            adopted = await self.runtime.adopt()
+            boots = []
+            for handle in adopted:
+                member = self._new_member(handle.name)
+                self.members[member.name] = member
+                boots.append(member.boot(handle))
+            for name in generate_names(self.runtime.name_prefix, initial - len(adopted), self._taken()):
+                member = self._new_member(name)
+                self.members[name] = member
+                boots.append(member.boot())
+            await asyncio.gather(*boots)  # failures back off and retry on their own
+        self.monitor.start()
+
     async def add(self, n: int, hostnames: Sequence[str]) -> list[str]:
         """Start `n` replicas (given names first, generated for the rest); all or nothing."""
         if len(hostnames) > n:
             raise InvalidRequestError("Length of hostname list is more than newly added instances")
         async with self._lock:
             names = self._names_to_add(n, hostnames)
+            await self._wait_left(names)  # a reused name may still be draining
             members = [self._new_member(name) for name in names]
-            results = await asyncio.gather(*(self._start(m) for m in members), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                await asyncio.gather(*(self._stop(m) for m in members))
-                first = errors[0]
-                if isinstance(first, LoadBalancerError) and not isinstance(first, ReplicaStartError):
-                    raise first  # e.g. a foreign container holds the name: 409, as the user's error
-                if not isinstance(first, Exception):
-                    raise first
-                reason = first.message if isinstance(first, ReplicaStartError) else repr(first)
-                raise ReplicaStartError(f"Could not add {names}: {reason}; nothing was changed")
-            for member in members:
-                member.state = State.UP
-                self.members[member.name] = member
-                log_event(logging.INFO, "up", member.name, address=_address(member))
-            self.rebuild()
+            self._adding.update((m.name, m) for m in members)
+            try:
+                results = await asyncio.gather(*(m.start_once() for m in members), return_exceptions=True)
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    await asyncio.gather(*(m.remove("/add failed", drain=False) for m in members))
+                    raise self._add_error(names, errors[0])
+            finally:
+                for name in names:
+                    self._adding.pop(name, None)
+            self.members.update((m.name, m) for m in members)
+            self._rebuild()
             logger.info("added %s; members now %s", names, self.names())
             return names
 
     async def remove(self, n: int, hostnames: Sequence[str]) -> list[str]:
-        """Stop `n` replicas (given names first, then the newest); n beyond the count removes all."""
+        """Remove `n` replicas (given names first, then the newest); n beyond the count removes all.
+
+        They leave the ring at once; requests in flight on them finish (up to the drain timeout) in
+        the background before they stop, while /status shows them as draining.
+        """
         if len(hostnames) > n:
             raise InvalidRequestError("Length of hostname list is more than removable instances")
         async with self._lock:
             victims = self._names_to_remove(n, hostnames)
             members = [self.members.pop(name) for name in victims]
-            for name in victims:
-                log_event(logging.INFO, "removed", name, reason="DELETE /rm")
-            self.rebuild()  # traffic leaves them before they stop
-            await asyncio.gather(*(self._stop(m) for m in members))
+            self._rebuild()  # traffic leaves them before they stop
+            for member in members:
+                self._hold_leaving(member, member.remove("DELETE /rm"))
             logger.info("removed %s; members now %s", victims, self.names())
             return victims
 
-    async def start_initial(self, count: int) -> None:
-        """Adopt replicas left by an earlier LB, then start the rest; failures go to the monitor's retries."""
-        async with self._lock:
-            for handle in await self.orchestrator.adopt():
-                member = self._new_member(handle.name)
-                self._attach(member, handle)
-                self.members[member.name] = member
-                log_event(logging.INFO, "adopted", handle.name, address=handle.address)
-            for name in self._generate_names(max(0, count - len(self.members))):
-                self.members[name] = self._new_member(name)
-            await asyncio.gather(*(self.bring_up(m) for m in list(self.members.values())))
-
-    async def bring_up(self, member: Member) -> None:
-        """Start (or adopt the handle of) `member` and put it on the ring; on failure schedule a retry."""
-        member.busy = True
-        member.state = State.STARTING
-        try:
-            if member.handle is not None and not self.orchestrator.exited(member.handle):
-                await self._wait_healthy(member)  # adopted: it may already be serving
-            else:
-                await self._start(member)
-        except LoadBalancerError as exc:  # failed start, or e.g. a foreign container holds the name
-            await self._stop(member)
-            member.state = State.DOWN
-            member.attempts += 1
-            delay = min(
-                self.limits.restart_backoff_max,
-                self.limits.restart_backoff_base * 2 ** (member.attempts - 1),
-            )
-            member.next_start = time.monotonic() + delay
-            member.last_error = exc.message
-            log_event(logging.ERROR, "start_failed", member.name, reason=exc.message, retry_in=delay)
-            return
-        finally:
-            member.busy = False
-        if self.members.get(member.name) is not member:
-            await self._stop(member)  # removed by /rm while it was starting
-            return
-        member.attempts = 0
-        member.fails = 0
-        member.state = State.UP
-        self.rebuild()
-        log_event(logging.INFO, "up", member.name, address=_address(member))
-
-    async def replace(self, member: Member, reason: str) -> None:
-        """Stop a dead member and start it again (same name by default, or a new generated name)."""
-        member.busy = True
-        member.restarts += 1
-        member.last_error = reason
-        log_event(logging.WARNING, "replacing", member.name, reason=reason, restarts=member.restarts)
-        await self._stop(member)
-        member.busy = False
-        if self.members.get(member.name) is not member:
-            return
-        if self.limits.replacement_gets_new_name:
-            async with self._lock:
-                if self.members.get(member.name) is not member:
-                    return
-                del self.members[member.name]
-                (new_name,) = self._generate_names(1, taken=[member.name])
-                fresh = self._new_member(new_name)
-                fresh.restarts = member.restarts
-                self.members[new_name] = fresh
-                log_event(
-                    logging.WARNING,
-                    "removed",
-                    member.name,
-                    reason="replaced under a new name",
-                    successor=new_name,
-                )
-                member = fresh
-        await self.bring_up(member)
-
     async def close(self) -> None:
-        """LB shutdown: drop connections, then let the orchestrator stop (or keep) what it started."""
+        """LB shutdown: stop probing, cancel what is in flight, then let the runtime stop what it ran."""
+        await self.monitor.stop()
         async with self._lock:
-            members = list(self.members.values())
+            members = [*self.members.values(), *self._adding.values()]
             self.members.clear()
-            self.rebuild()
-            for member in members:
-                for pool in (member.upstream, member.probe):
-                    if pool is not None:
-                        await pool.close()
-            await self.orchestrator.close()
+            self._rebuild()
+            leaving = list(self._leaving.values())
+            for task in leaving:
+                task.cancel()
+            await asyncio.gather(*leaving, return_exceptions=True)
+            await asyncio.gather(*(m.shutdown() for m in members))
+            await self.runtime.close()
 
-    # ----- internals ---------------------------------------------------------------------------
-    def _new_member(self, name: str) -> Member:
+    # ----- internals -------------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        up = {m.name: m.upstream for m in self.members.values() if m.state is State.UP and m.upstream}
+        self._routing.rebuild(up)
+
+    def _new_member(self, name: str, restarts: int = 0) -> Replica[Any]:
         self._seq += 1
-        return Member(name=name, seq=self._seq)
+        return Replica(name, self._seq, self.runtime, self._policy, self._prober, self, restarts)
+
+    def _taken(self) -> set[str]:
+        return {*self.members, *self._adding}
+
+    def _hold_leaving(self, member: Replica[Any], task: asyncio.Future[None]) -> None:
+        self._leaving[member] = task
+        task.add_done_callback(lambda _: self._leaving.pop(member, None))
+
+    async def _wait_left(self, names: Sequence[str]) -> None:
+        wanted = set(names)
+        pending = [task for member, task in self._leaving.items() if member.name in wanted]
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    @staticmethod
+    def _add_error(names: list[str], first: BaseException) -> BaseException:
+        if isinstance(first, LoadBalancerError) and not isinstance(first, ReplicaStartError):
+            return first  # e.g. a foreign container holds the name: 409, as the user's error
+        if not isinstance(first, Exception):
+            return first
+        reason = first.message if isinstance(first, ReplicaStartError) else repr(first)
+        return ReplicaStartError(f"Could not add {names}: {reason}; nothing was changed")
 
     def _names_to_add(self, n: int, hostnames: Sequence[str]) -> list[str]:
         if len(set(hostnames)) != len(hostnames):
             raise InvalidRequestError(f"Duplicate names in hostname list: {list(hostnames)}")
         for name in hostnames:
-            self.orchestrator.check_name(name)
-            if name in self.members:
+            self.runtime.check_name(name)
+            if name in self._taken():
                 raise ReplicaExistsError(f"Replica name '{name}' is already in use")
-        if len(self.members) + n > self.limits.max_replicas:
+        if len(self.members) + n > self._max_replicas:
             raise InvalidRequestError(
-                f"Cannot add {n} replicas: at most {self.limits.max_replicas} are allowed "
-                f"({len(self.members)} now)"
+                f"Cannot add {n} replicas: at most {self._max_replicas} are allowed ({len(self.members)} now)"
             )
-        names = [*hostnames, *self._generate_names(n - len(hostnames), taken=hostnames)]
+        generated = generate_names(self.runtime.name_prefix, n - len(hostnames), {*self._taken(), *hostnames})
+        names = [*hostnames, *generated]
         try:
             self.strategy.build([*self.members, *names])  # e.g. slot rings hold at most 56 replicas
         except ValueError as exc:
@@ -311,75 +262,3 @@ class ReplicaPool:
         )
         extra = [m.name for m in others[: max(0, n - len(hostnames))]]
         return [*hostnames, *extra]
-
-    def _generate_names(self, count: int, taken: Iterable[str] = ()) -> list[str]:
-        """The smallest free `<prefix><k>`, so names are reused after removal (server1..serverN)."""
-        used = set(self.members) | set(taken)
-        names: list[str] = []
-        k = 1
-        while len(names) < count:
-            candidate = f"{self.orchestrator.name_prefix}{k}"
-            if candidate not in used:
-                names.append(candidate)
-                used.add(candidate)
-            k += 1
-        return names
-
-    def _attach(self, member: Member, handle: ReplicaHandle) -> None:
-        lim = self.limits
-        member.handle = handle
-        member.upstream = UpstreamPool(
-            handle.host,
-            handle.port,
-            connect_timeout=lim.connect_timeout,
-            read_timeout=lim.read_timeout,
-            max_idle=lim.max_idle,
-        )
-        probe_timeout = lim.heartbeat_timeout
-        member.probe = UpstreamPool(
-            handle.host, handle.port, connect_timeout=probe_timeout, read_timeout=probe_timeout, max_idle=1
-        )
-
-    async def _start(self, member: Member) -> None:
-        """Ask the orchestrator for the replica, then wait until /heartbeat answers."""
-        log_event(logging.INFO, "spawning", member.name, backend=self.orchestrator.kind)
-        self._attach(member, await self.orchestrator.start(member.name))
-        await self._wait_healthy(member)
-
-    async def _wait_healthy(self, member: Member) -> None:
-        assert member.handle is not None
-        deadline = time.monotonic() + self.limits.start_timeout
-        while True:
-            if await self.probe(member):
-                return
-            if self.orchestrator.exited(member.handle):
-                raise ReplicaStartError(f"replica '{member.name}' exited during start-up")
-            if time.monotonic() > deadline:
-                raise ReplicaStartError(
-                    f"replica '{member.name}' did not answer /heartbeat within {self.limits.start_timeout:g}s"
-                )
-            await asyncio.sleep(_START_POLL_SECONDS)
-
-    async def probe(self, member: Member) -> bool:
-        """One GET /heartbeat; True on 200. Records the probe time."""
-        probe, handle = member.probe, member.handle
-        if probe is None or handle is None:
-            return False
-        member.last_probe = time.time()
-        try:
-            response = await probe.request(b"GET", _HEARTBEAT_TARGET, [(b"host", handle.address.encode())])
-        except UpstreamError:
-            return False
-        return response.status == 200
-
-    async def _stop(self, member: Member) -> None:
-        handle, upstream, probe = member.handle, member.upstream, member.probe
-        member.handle = member.upstream = member.probe = None
-        for pool in (upstream, probe):
-            if pool is not None:
-                await pool.close()
-        if handle is not None:
-            try:
-                await self.orchestrator.stop(handle)
-            except Exception:  # a failed stop must not wedge membership changes
-                logger.exception("replica %s: stop failed", member.name)

@@ -25,11 +25,13 @@ def load_cap(total_in_flight: int, replicas: int, factor: float) -> int:
     return max(1, ceil(factor * total_in_flight / replicas))
 
 
-def pick_bounded(ring: Ring, key: str, loads: Mapping[str, Loaded], factor: float) -> str:
-    """The first replica in `key`'s fallback order whose in-flight count is below the cap."""
+def pick_bounded(ring: Ring, key: str, home: str, loads: Mapping[str, Loaded], factor: float) -> str:
+    """The first replica in `key`'s fallback order (`home` = ring.lookup(key) first) below the cap."""
     cap = load_cap(sum(u.in_flight for u in loads.values()), len(loads), factor)
+    if loads[home].in_flight < cap:
+        return home  # the common case: no fallback order is computed
     for name in ring.successors(key):
         if loads[name].in_flight < cap:
             return name
     # Unreachable while factor >= 1 (some replica is at or below the mean), but never fail a request.
-    return ring.lookup(key)
+    return home

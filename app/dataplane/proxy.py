@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from app.control.pool import ReplicaPool
+from app.control.membership import Membership
 from app.dataplane.balance import pick_bounded
 from app.dataplane.keys import KeyExtractor, random_key
 from app.dataplane.upstream import (
@@ -47,7 +47,7 @@ class Proxy:
 
     def __init__(
         self,
-        pool: ReplicaPool,
+        pool: Membership,
         extract_key: KeyExtractor,
         *,
         max_tries: int = 3,
@@ -92,7 +92,7 @@ class Proxy:
             await self._reply(send, 503, self._no_replicas)
             return
         if self.balance_factor is not None:
-            chosen = pick_bounded(table.ring, key, table.upstreams, self.balance_factor)
+            chosen = pick_bounded(table.ring, key, name, table.upstreams, self.balance_factor)
             if chosen != name:
                 (self._replica_stats.get(name) or self.stats.replica(name)).diverted += 1
                 name = chosen
@@ -138,7 +138,7 @@ class Proxy:
             if (
                 isinstance(exc, StaleConnectionError)
                 and method not in IDEMPOTENT_METHODS
-                and await self.pool.table.upstreams[failed].refuses()
+                and await self._is_gone(failed)
             ):
                 # A reused connection died without a byte of answer and the replica now refuses
                 # connections: it is gone (e.g. killed while the connection was idle), so try the next one.
@@ -173,6 +173,11 @@ class Proxy:
             else:
                 counters.observe(response.status, perf_counter() - started)
                 return response
+
+    async def _is_gone(self, name: str) -> bool:
+        """Whether `name` has left the ring (its exit was seen meanwhile) or now refuses connections."""
+        upstream = self.pool.table.upstreams.get(name)
+        return upstream is None or await upstream.refuses()
 
     def _forward_headers(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Copy end-to-end headers, add X-Forwarded-For; report whether a body follows."""

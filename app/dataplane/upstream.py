@@ -346,8 +346,7 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
         self._closed = False
         self.address = f"{host}:{port}"
-        # Requests sent and not yet answered or failed: read by bounded loads, metrics and drain.
-        self.in_flight = 0
+        self.in_flight = 0  # requests sent and not yet answered: drain waits for 0
 
     @property
     def closed(self) -> bool:
@@ -373,10 +372,10 @@ class UpstreamPool:
         """
         if self._closed:
             raise UpstreamConnectError(f"pool for {self.address} is closed")
-        data = encode_request(method, target, headers, body)
-        head = method == b"HEAD"
-        self.in_flight += 1
+        self.in_flight += 1  # counted inline, not in a wrapper coroutine: this is the hot path
         try:
+            data = encode_request(method, target, headers, body)
+            head = method == b"HEAD"
             conn = self._take_idle()
             if conn is not None:
                 waiter = conn.send(data, head)

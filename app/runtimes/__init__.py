@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from app.runtimes.base import Orchestrator, ReplicaHandle
+from typing import Any
+
+from app.runtimes.base import ReplicaHandle, Runtime
 from app.settings import Settings
 
-__all__ = ["Orchestrator", "ReplicaHandle", "make_orchestrator"]
+__all__ = ["ReplicaHandle", "Runtime", "make_runtime"]
 
 
-def make_orchestrator(settings: Settings) -> Orchestrator:
-    """The backend the settings name; the docker SDK is imported only when it is used."""
-    if settings.backend == "docker":
-        from app.runtimes.docker import create_docker_orchestrator
+def make_runtime(settings: Settings) -> Runtime[Any]:
+    """The runtime the settings name; the docker SDK is imported only when it is used."""
+    if settings.runtime == "docker":
+        from app.runtimes.docker import create_docker_runtime
 
-        return create_docker_orchestrator(settings)
-    from app.runtimes.process import ProcessOrchestrator
+        return create_docker_runtime(settings)
+    from app.runtimes.process import ProcessRuntime
 
-    return ProcessOrchestrator(settings.replica_host, settings.replica_command, settings.replica_prefix)
+    return ProcessRuntime(settings.replica_host, settings.replica_command, settings.replica_prefix)

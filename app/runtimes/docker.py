@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import docker
@@ -38,14 +39,23 @@ _INFLIGHT_WAIT_SECONDS = 60.0
 _EVENTS_RETRY_SECONDS = 1.0
 
 ClientSource = Any  # a docker.DockerClient, or a zero-argument callable that makes one (docker.from_env)
-ExitCallback = Callable[[ReplicaHandle], object]
 
 
-class DockerOrchestrator:
+@dataclass(eq=False)
+class DockerHandle(ReplicaHandle):
+    """A replica container: reached by name (on the network) or a loopback port, removed by id."""
+
+    container_id: str = field(default="", repr=False)
+
+
+ExitCallback = Callable[[DockerHandle], object]
+
+
+class DockerRuntime:
     """Starts `replica_service` containers on a user-defined bridge network.
 
     `on_exit`, when set (the pool sets it), is called on the event loop as `on_exit(handle)` when a
-    container this orchestrator manages dies unexpectedly (crash, OOM, `docker kill`/`docker stop`).
+    container this runtime manages dies unexpectedly (crash, OOM, `docker kill`/`docker stop`).
     It is never called for containers removed through `stop()` or `close()`. It must not block.
     """
 
@@ -92,7 +102,7 @@ class DockerOrchestrator:
         self._created_network = False
         # Shared with the events thread and the worker threads: guarded by _lock.
         self._lock = threading.Lock()
-        self._handles: dict[str, ReplicaHandle] = {}  # container id -> handle, for live replicas we manage
+        self._handles: dict[str, DockerHandle] = {}  # container id -> handle, for live replicas we manage
         self._dead: OrderedDict[str, None] = OrderedDict()  # container ids seen dying (bounded)
         self._inflight = 0
         self._inflight_done = threading.Condition(self._lock)
@@ -101,7 +111,7 @@ class DockerOrchestrator:
         self._events_thread: threading.Thread | None = None
         self._events_stop = threading.Event()
 
-    # ----- Orchestrator protocol ------------------------------------------------------------
+    # ----- Runtime protocol ------------------------------------------------------------
     def check_name(self, name: str) -> None:
         """Raise InvalidRequestError unless `name` is a valid Docker container name."""
         if not _NAME_RE.fullmatch(name):
@@ -110,12 +120,12 @@ class DockerOrchestrator:
                 "2-63 characters from a-z A-Z 0-9 _ . - starting with a letter or digit"
             )
 
-    async def start(self, name: str) -> ReplicaHandle:
+    async def start(self, name: str) -> DockerHandle:
         """Run a container called `name` (replacing a leftover of ours); returns before it serves."""
         self.check_name(name)
         await self._ensure_ready()
         if self._closed:
-            raise ReplicaStartError(f"Cannot start replica '{name}': the docker orchestrator is closed")
+            raise ReplicaStartError(f"Cannot start replica '{name}': the docker runtime is closed")
         try:
             handle, died_already = await asyncio.to_thread(self._start_sync, name)
         except (DockerException, requests.RequestException) as exc:
@@ -124,22 +134,22 @@ class DockerOrchestrator:
             self._notify_exit(handle)
         return handle
 
-    async def stop(self, handle: ReplicaHandle) -> None:
+    async def stop(self, handle: DockerHandle) -> None:
         """Force-remove the container; idempotent (an already removed container is fine)."""
-        cid = str(handle.ref)
+        cid = handle.container_id
         with self._lock:
             self._handles.pop(cid, None)  # first: the die event our own removal causes is not a crash
         if self._client is None:
             return
         await asyncio.to_thread(self._remove_sync, cid, handle.name)
 
-    def exited(self, handle: ReplicaHandle) -> bool:
+    def exited(self, handle: DockerHandle) -> bool:
         """True once the container died or was stopped; a set lookup fed by the events thread."""
-        cid = str(handle.ref)
+        cid = handle.container_id
         with self._lock:
             return cid in self._dead or cid not in self._handles
 
-    async def adopt(self) -> list[ReplicaHandle]:
+    async def adopt(self) -> list[DockerHandle]:
         """Take over running containers of ours (an earlier LB's); remove our stopped ones."""
         await self._ensure_ready()
         return await asyncio.to_thread(self._adopt_sync)
@@ -156,7 +166,9 @@ class DockerOrchestrator:
             with self._lock:
                 handles = list(self._handles.values())
                 self._handles.clear()
-            await asyncio.gather(*(asyncio.to_thread(self._remove_sync, str(h.ref), h.name) for h in handles))
+            await asyncio.gather(
+                *(asyncio.to_thread(self._remove_sync, h.container_id, h.name) for h in handles)
+            )
             if self._created_network:
                 await asyncio.to_thread(self._remove_network_sync)
         if self._owns_client:
@@ -246,7 +258,7 @@ class DockerOrchestrator:
         with self._lock:
             self._inflight_done.wait_for(lambda: self._inflight == 0, timeout)
 
-    def _start_sync(self, name: str) -> tuple[ReplicaHandle, bool]:
+    def _start_sync(self, name: str) -> tuple[DockerHandle, bool]:
         """Create and start the container; also says whether it already died (crashed at once)."""
         with self._counting_inflight():
             self._clear_name(name)
@@ -292,7 +304,7 @@ class DockerOrchestrator:
             if closed:  # close() ran while we were starting: do not leak the container
                 if self.remove_on_stop:
                     self._remove_sync(container.id, name)
-                raise ReplicaStartError(f"Replica '{name}' started after the orchestrator closed")
+                raise ReplicaStartError(f"Replica '{name}' started after the runtime closed")
             logger.info("replica %s: started container %s at %s", name, container.short_id, handle.address)
             return handle, died_already
 
@@ -327,9 +339,9 @@ class DockerOrchestrator:
                 return  # a concurrent removal of the same container
             raise
 
-    def _adopt_sync(self) -> list[ReplicaHandle]:
+    def _adopt_sync(self) -> list[DockerHandle]:
         filters = {"label": [f"{self.label}=1", f"{self.owner_label}={self.owner}"]}
-        adopted: list[ReplicaHandle] = []
+        adopted: list[DockerHandle] = []
         for container in self._client.containers.list(all=True, filters=filters):
             with self._lock:
                 known = self._handles.get(container.id)
@@ -352,7 +364,7 @@ class DockerOrchestrator:
             logger.info("replica %s: adopted container %s", handle.name, container.short_id)
         return adopted
 
-    def _handle_for(self, container: Any, *, reload: bool) -> ReplicaHandle:
+    def _handle_for(self, container: Any, *, reload: bool) -> DockerHandle:
         """Where the LB reaches the replica: by name on the network, or on its loopback port."""
         if reload:
             container.reload()
@@ -361,12 +373,12 @@ class DockerOrchestrator:
         if self.in_container:
             if self.network not in (settings.get("Networks") or {}):
                 raise ReplicaStartError(f"container '{name}' is not on network {self.network}")
-            return ReplicaHandle(name=name, host=name, port=self.CONTAINER_PORT, ref=container.id)
+            return DockerHandle(name=name, host=name, port=self.CONTAINER_PORT, container_id=container.id)
         bindings = (settings.get("Ports") or {}).get(f"{self.CONTAINER_PORT}/tcp") or []
         for binding in bindings:
             if binding.get("HostIp") == "127.0.0.1" and binding.get("HostPort"):
-                return ReplicaHandle(
-                    name=name, host="127.0.0.1", port=int(binding["HostPort"]), ref=container.id
+                return DockerHandle(
+                    name=name, host="127.0.0.1", port=int(binding["HostPort"]), container_id=container.id
                 )
         raise ReplicaStartError(f"container '{name}' publishes no loopback port for {self.CONTAINER_PORT}")
 
@@ -415,19 +427,19 @@ class DockerOrchestrator:
         logger.warning("replica %s: container died (exit code %s)", handle.name, attributes.get("exitCode"))
         self._notify_exit(handle)
 
-    def _notify_exit(self, handle: ReplicaHandle) -> None:
+    def _notify_exit(self, handle: DockerHandle) -> None:
         loop = self._loop
         if self.on_exit is None or loop is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: the LB is shutting down
             loop.call_soon_threadsafe(self._fire_exit, handle)
 
-    def _fire_exit(self, handle: ReplicaHandle) -> None:
+    def _fire_exit(self, handle: DockerHandle) -> None:
         callback = self.on_exit
         if callback is None:
             return
         with self._lock:
-            managed = self._handles.get(str(handle.ref)) is handle
+            managed = self._handles.get(handle.container_id) is handle
         if not managed:
             return  # stopped by us in the meantime: not a crash
         try:
@@ -445,15 +457,15 @@ class DockerOrchestrator:
             self._events_thread.join(timeout=5)
 
 
-def create_docker_orchestrator(settings: Settings, client: ClientSource = None) -> DockerOrchestrator:
+def create_docker_runtime(settings: Settings, client: ClientSource = None) -> DockerRuntime:
     """The docker backend as the settings describe it; connects lazily (no I/O here)."""
     prefix = settings.replica_prefix
-    return DockerOrchestrator(
+    return DockerRuntime(
         client if client is not None else docker.from_env,
         image=settings.docker_image,
         network=settings.docker_network,
         label=settings.docker_label,
         in_container=settings.docker_in_container,
-        name_prefix=DockerOrchestrator.DEFAULT_PREFIX if prefix is None else prefix,
+        name_prefix=DockerRuntime.DEFAULT_PREFIX if prefix is None else prefix,
         remove_on_stop=settings.docker_remove_on_stop,
     )

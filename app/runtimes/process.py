@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.errors import InvalidRequestError, ReplicaStartError
@@ -30,7 +31,7 @@ _STOP_GRACE_SECONDS = 3.0
 
 
 class ChildProcess(Protocol):
-    """What the orchestrator needs of a child: subprocess.Popen has it, ForkedReplica adapts to it."""
+    """What the runtime needs of a child: subprocess.Popen has it, ForkedReplica adapts to it."""
 
     pid: int
 
@@ -64,6 +65,22 @@ class ForkedReplica:
         return code
 
 
+@dataclass(eq=False)
+class ProcessHandle(ReplicaHandle):
+    """A replica process: reached on its loopback port, stopped through its process object."""
+
+    process: ChildProcess | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def child(self) -> ChildProcess:
+        assert self.process is not None, "a ProcessHandle is always made with its process"
+        return self.process
+
+
 EXEC_REPLICA = [sys.executable, "-m", "replica_service", "--fd", "{fd}"]
 
 
@@ -87,7 +104,7 @@ def _fork_context() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
-class ProcessOrchestrator:
+class ProcessRuntime:
     """Starts `replica_service` (or a configured command) as children of the LB."""
 
     kind = "process"
@@ -103,8 +120,9 @@ class ProcessOrchestrator:
             command = EXEC_REPLICA  # e.g. code piped to `python -`: the fork server could not re-import it
         self._command = list(command) if command else None
         self._fork: multiprocessing.context.ForkServerContext | None = None if command else _fork_context()
-        self._children: dict[int, ChildProcess] = {}
-        self.on_exit: Callable[[ReplicaHandle], object] | None = None  # unused: the monitor polls exited()
+        self._children: dict[int, ProcessHandle] = {}  # pid -> handle, for replicas not yet stopped
+        self._watches: dict[int, int] = {}  # pid -> pidfd the event loop watches for the exit
+        self.on_exit: Callable[[ProcessHandle], object] | None = None
 
     def check_name(self, name: str) -> None:
         """Any printable name of 1-64 characters works: it only travels in an environment variable."""
@@ -114,7 +132,7 @@ class ProcessOrchestrator:
                 "without leading or trailing spaces"
             )
 
-    async def start(self, name: str) -> ReplicaHandle:
+    async def start(self, name: str) -> ProcessHandle:
         """Bind a loopback port, start the child on it and return at once (not yet serving)."""
         sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
         try:
@@ -128,9 +146,36 @@ class ProcessOrchestrator:
                 raise ReplicaStartError(f"could not start replica {name!r}: {exc}") from exc
         finally:
             sock.close()
-        self._children[child.pid] = child
+        handle = ProcessHandle(name=name, host=self._host, port=port, process=child)
+        self._children[child.pid] = handle
+        self._watch_exit(handle)
         logger.info("replica %s: started process pid=%d on %s:%d", name, child.pid, self._host, port)
-        return ReplicaHandle(name=name, host=self._host, port=port, ref=child)
+        return handle
+
+    def _watch_exit(self, handle: ProcessHandle) -> None:
+        """Learn of the exit the moment it happens (a pidfd turns readable), as Docker's die events do."""
+        pid = handle.child.pid
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError) as exc:  # old kernel, or already reaped: probes still notice
+            logger.debug("replica %s: no pidfd for pid %d (%s)", handle.name, pid, exc)
+            return
+        self._watches[pid] = pidfd
+        asyncio.get_running_loop().add_reader(pidfd, self._on_exit_seen, handle)
+
+    def _unwatch(self, pid: int) -> None:
+        pidfd = self._watches.pop(pid, None)
+        if pidfd is not None:
+            asyncio.get_running_loop().remove_reader(pidfd)
+            os.close(pidfd)
+
+    def _on_exit_seen(self, handle: ProcessHandle) -> None:
+        pid = handle.child.pid
+        self._unwatch(pid)
+        if self._children.get(pid) is not handle or self.on_exit is None:
+            return  # stopped by us: not a crash
+        logger.warning("replica %s: process %d exited", handle.name, pid)
+        self.on_exit(handle)
 
     async def _spawn(self, name: str, sock: socket.socket, port: int) -> ChildProcess:
         if self._fork is not None:
@@ -154,22 +199,26 @@ class ProcessOrchestrator:
             preexec_fn=die_with_parent,  # noqa: PLW1509 - must run in the child
         )
 
-    def exited(self, handle: ReplicaHandle) -> bool:
-        proc: ChildProcess = handle.ref  # type: ignore[assignment]
-        return proc.poll() is not None
+    def exited(self, handle: ProcessHandle) -> bool:
+        return handle.child.poll() is not None
 
-    async def stop(self, handle: ReplicaHandle) -> None:
+    async def stop(self, handle: ProcessHandle) -> None:
         """SIGTERM, then SIGKILL after a grace period; reaps the child."""
-        proc: ChildProcess = handle.ref  # type: ignore[assignment]
-        await self._terminate(proc)
-        self._children.pop(proc.pid, None)
+        pid = handle.child.pid
+        if self._children.get(pid) is handle:
+            del self._children[pid]  # first: the exit our own signal causes is not a crash
+        self._unwatch(pid)
+        await self._terminate(handle.child)
 
-    async def adopt(self) -> list[ReplicaHandle]:
+    async def adopt(self) -> list[ProcessHandle]:
         return []  # children die with the LB, so there is never anything to take over
 
     async def close(self) -> None:
-        await asyncio.gather(*(self._terminate(p) for p in list(self._children.values())))
+        handles = list(self._children.values())
         self._children.clear()
+        for pid in list(self._watches):
+            self._unwatch(pid)
+        await asyncio.gather(*(self._terminate(h.child) for h in handles))
 
     @staticmethod
     async def _terminate(proc: ChildProcess) -> None:

@@ -20,7 +20,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from app.api.deps import PoolDep, StatsDep
-from app.control.pool import ReplicaPool, State
+from app.control.lifecycle import State
+from app.control.membership import Membership
 from app.metrics import LATENCY_BOUNDS, STATUS_CLASSES, Stats
 
 router = APIRouter(tags=["status"])
@@ -32,13 +33,13 @@ _LE = [f"{bound:g}" for bound in LATENCY_BOUNDS] + ["+Inf"]
 class PoolCollector(Collector):
     """Replica membership, health and restarts of one pool."""
 
-    def __init__(self, pool: ReplicaPool) -> None:
+    def __init__(self, pool: Membership) -> None:
         self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
-        members = list(self.pool.members.values())
+        members = self.pool.replicas()
         desired = GaugeMetricFamily("chlb_replicas_desired", "Replicas the LB keeps alive")
-        desired.add_metric([], len(members))
+        desired.add_metric([], len(self.pool.names()))
         up = GaugeMetricFamily("chlb_replica_up", "1 when the replica is on the ring", labels=["replica"])
         fails = GaugeMetricFamily(
             "chlb_replica_consecutive_failures", "Failed heartbeats in a row", labels=["replica"]
@@ -56,7 +57,7 @@ class PoolCollector(Collector):
 class RequestCollector(Collector):
     """Per-replica requests, errors, retries, latency and in-flight; the LB's own answers; rebuilds."""
 
-    def __init__(self, stats: Stats, pool: ReplicaPool) -> None:
+    def __init__(self, stats: Stats, pool: Membership) -> None:
         self.stats = stats
         self.pool = pool
 
@@ -94,8 +95,8 @@ class RequestCollector(Collector):
         in_flight = GaugeMetricFamily(
             "chlb_in_flight", "Requests sent to the replica and not yet answered", labels=["replica"]
         )
-        for name, upstream in sorted(self.pool.table.upstreams.items()):
-            in_flight.add_metric([name], upstream.in_flight)
+        for member in self.pool.replicas():  # draining ones too: their requests are still in flight
+            in_flight.add_metric([member.name], member.upstream.in_flight if member.upstream else 0)
         answers = CounterMetricFamily(
             "chlb_lb_responses", "Error answers the LB made itself (not a replica's)", labels=["code"]
         )

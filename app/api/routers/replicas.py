@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from app.api.deps import PoolDep
 from app.api.schemas import AddRequest, Failure, Membership, MembershipResponse, RemoveRequest
 from app.api.security import UNAUTHORIZED_RESPONSE, AdminDep
-from app.control.pool import ReplicaPool
+from app.control.membership import Membership as MembershipSource
 
 router = APIRouter(tags=["replicas"])
 
@@ -17,7 +17,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def membership(pool: ReplicaPool) -> MembershipResponse:
+def membership(pool: MembershipSource) -> MembershipResponse:
     """The contract's `{"message": {"N", "replicas"}, "status": "successful"}` body."""
     names = pool.names()
     return MembershipResponse(message=Membership(N=len(names), replicas=names))

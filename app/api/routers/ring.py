@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import PoolDep, SettingsDep, StrategyDep
 from app.api.schemas import Failure
-from app.control.pool import natural_key
+from app.control.naming import natural_key
 from app.errors import InvalidRequestError, UnknownReplicaError
 from app.ring import Ring, introspect
 

@@ -8,8 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import PoolDep, StatsDep, StrategyDep
-from app.control.pool import State, natural_key
-from app.runtimes.base import ReplicaHandle
+from app.control.lifecycle import State
 
 
 class ReplicaStatus(BaseModel):
@@ -21,13 +20,13 @@ class ReplicaStatus(BaseModel):
     state: State
     on_ring: bool
     consecutive_failures: int
+    in_flight: int = Field(description="requests sent to it and not yet answered (drain waits for 0)")
     last_probe: float | None
     restarts: int
     failed_starts: int
     retry_in: float | None
     last_error: str | None
     requests: int = Field(description="requests proxied to it since the LB started (under this name)")
-    in_flight: int = Field(description="requests sent to it and not yet answered")
     latency_p99_ms: float | None = Field(description="p99 upstream latency of its last 1,024 requests")
 
 
@@ -40,11 +39,6 @@ class StatusResponse(BaseModel):
 
 
 router = APIRouter(tags=["status"])
-
-
-def _pid(handle: ReplicaHandle | None) -> int | None:
-    pid = getattr(handle.ref, "pid", None) if handle else None
-    return pid if isinstance(pid, int) else None
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -62,24 +56,27 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) 
     """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
-    counters = {m.name: stats.replica(m.name) for m in pool.members.values()}
+    members = pool.replicas()
+    counters = {m.name: stats.replica(m.name) for m in members}
     rows = [
         ReplicaStatus(
             name=m.name,
             address=m.handle.address if m.handle else None,
-            pid=_pid(m.handle),
+            pid=m.handle.pid if m.handle else None,
             state=m.state,
             on_ring=m.name in on_ring,
             consecutive_failures=m.fails,
+            in_flight=m.upstream.in_flight if m.upstream else 0,
             last_probe=m.last_probe,
             restarts=m.restarts,
             failed_starts=m.attempts,
-            retry_in=round(m.next_start - now, 3) if m.handle is None and m.next_start > now else None,
+            retry_in=round(m.next_start - now, 3)
+            if m.state is State.BACKOFF and m.next_start > now
+            else None,
             last_error=m.last_error,
             requests=counters[m.name].requests,
-            in_flight=m.upstream.in_flight if m.upstream else 0,
             latency_p99_ms=_ms(counters[m.name].latency_p99()),
         )
-        for m in sorted(pool.members.values(), key=lambda m: natural_key(m.name))
+        for m in members
     ]
     return StatusResponse(strategy=strategy.name, replicas=rows)

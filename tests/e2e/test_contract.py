@@ -1,4 +1,4 @@
-"""Every row of ../shared/contract.md against the real LB with real replica processes on loopback."""
+"""Every row of the HTTP contract (docs/contract.md) against the real LB and real replica processes."""
 
 from __future__ import annotations
 
@@ -10,20 +10,11 @@ import pytest
 
 from tests.backends import Backend, natural
 from tests.conftest import echo_command
+from tests.contract import assert_failure
 from tests.lb_support import LBFactory, RunningLB
 
-ADD_TOO_MANY = "<Error> Length of hostname list is more than newly added instances"
-RM_TOO_MANY = "<Error> Length of hostname list is more than removable instances"
-
-
-def assert_failure(response: httpx.Response, status: int, message: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["status"] == "failure"
-    assert body["message"].startswith("<Error> ") and len(body["message"]) > len("<Error> ")
-    if message is not None:
-        assert body["message"] == message
-    return body
+ADD_TOO_MANY = "Length of hostname list is more than newly added instances"
+RM_TOO_MANY = "Length of hostname list is more than removable instances"
 
 
 def membership(response: httpx.Response) -> list[str]:
@@ -73,7 +64,7 @@ def test_requests_without_key_get_random_ids_and_spread(lb: RunningLB) -> None:
 
 def test_unknown_path_is_400_with_the_contract_message(lb: RunningLB) -> None:
     response = lb.client.get("/other")
-    assert_failure(response, 400, "<Error> '/other' endpoint does not exist in server replicas")
+    assert_failure(response, 400, "'/other' endpoint does not exist in server replicas")
 
 
 def test_heartbeat_of_a_replica_is_proxied(lb: RunningLB) -> None:
@@ -273,9 +264,7 @@ def test_oversized_body_is_413(lb_factory: LBFactory) -> None:
 def test_fast_path_off_behaves_the_same(lb_factory: LBFactory) -> None:
     lb = lb_factory(replicas="2", fast_path="false")
     assert lb.client.get("/home", params={"id": "7"}).json()["message"].startswith("Hello from Server: ")
-    assert_failure(
-        lb.client.get("/other"), 400, "<Error> '/other' endpoint does not exist in server replicas"
-    )
+    assert_failure(lb.client.get("/other"), 400, "'/other' endpoint does not exist in server replicas")
     assert_failure(lb.client.get("/add"), 405)
     assert membership(lb.client.get("/rep")) == ["Server 1", "Server 2"]
     assert lb.client.head("/home", params={"id": "7"}).status_code == 200

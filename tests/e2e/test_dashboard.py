@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from app.__main__ import where_to_look
-from app.settings import Settings
 from tests.lb_support import ROOT, RunningLB
 from tests.vote_app import TestClient, make_app, make_settings
 
@@ -85,5 +84,5 @@ def test_dashboard_is_served_by_the_lb_itself(lb: RunningLB) -> None:
 def test_the_start_up_log_says_where_to_look(lb: RunningLB) -> None:
     base = lb.url
     assert f"dashboard {base}/dashboard | voting page {base}/vote | API docs {base}/docs" in lb.log()
-    anywhere = Settings(host="0.0.0.0", port=5000, _env_file=None)
-    assert where_to_look(anywhere).startswith("dashboard http://localhost:5000/dashboard")
+    assert where_to_look("0.0.0.0", 5000).startswith("dashboard http://localhost:5000/dashboard")
+    assert where_to_look("::1", 8080).startswith("dashboard http://[::1]:8080/dashboard")

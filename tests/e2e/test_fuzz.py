@@ -33,7 +33,7 @@ def raw_exchange(port: int, payload: bytes) -> bytes:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             return b""  # the LB closed on us mid-send: a refusal
-        chunks = []
+        chunks: list[bytes] = []
         while len(chunks) < 1000:
             try:
                 data = sock.recv(65536)

@@ -1,4 +1,4 @@
-"""DockerOrchestrator against a real engine: names, start/stop, adoption, close, die events.
+"""DockerRuntime against a real engine: names, start/stop, adoption, close, die events.
 
 Each test gets its own label, network and name prefix (tests.docker_support.docker_scope), so runs
 in parallel on one engine never touch each other's containers, and everything is removed afterwards.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ from docker.errors import NotFound
 
 from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError
 from app.runtimes.base import ReplicaHandle
-from app.runtimes.docker import DockerOrchestrator, create_docker_orchestrator
+from app.runtimes.docker import DockerRuntime, create_docker_runtime
 from app.settings import Settings
 
 if TYPE_CHECKING:  # imported by pytest as a plugin below, so its asserts are rewritten
@@ -26,6 +28,15 @@ if TYPE_CHECKING:  # imported by pytest as a plugin below, so its asserts are re
 pytest_plugins = ["tests.docker_support"]
 
 SERVE_DEADLINE = 20.0
+T = TypeVar("T", bound=Callable[..., object])
+
+
+def on_engine(test: T) -> T:
+    """Marks an async test that needs the real engine (skipped with its reason when none can start)."""
+    marked: T = pytest.mark.docker(pytest.mark.anyio(test))
+    return marked
+
+
 DIE_EVENT_DEADLINE = 2.0
 
 
@@ -34,8 +45,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def orchestrator(scope: DockerScope, client: Any = None, **overrides: Any) -> DockerOrchestrator:
-    """An orchestrator confined to this test's label, network and names."""
+def runtime(scope: DockerScope, client: Any = None, **overrides: Any) -> DockerRuntime:
+    """An runtime confined to this test's label, network and names."""
     options: dict[str, Any] = {
         "image": scope.image,
         "network": scope.network,
@@ -44,7 +55,7 @@ def orchestrator(scope: DockerScope, client: Any = None, **overrides: Any) -> Do
         "owner": scope.owner,
         **overrides,
     }
-    return DockerOrchestrator(client if client is not None else scope.client, **options)
+    return DockerRuntime(client if client is not None else scope.client, **options)
 
 
 async def wait_serving(handle: ReplicaHandle, deadline: float = SERVE_DEADLINE) -> httpx.Response:
@@ -71,6 +82,16 @@ async def get_home(handle: ReplicaHandle) -> dict[str, Any]:
     return body
 
 
+@asynccontextmanager
+async def owned(scope: DockerScope, rt: DockerRuntime) -> AsyncIterator[DockerRuntime]:
+    """Use `rt` for one test; close it afterwards, and it must leave no container of ours behind."""
+    try:
+        yield rt
+    finally:
+        await rt.close()
+    assert scope.containers() == []
+
+
 def exists(scope: DockerScope, container_id: object) -> bool:
     try:
         scope.client.containers.get(str(container_id))
@@ -80,14 +101,14 @@ def exists(scope: DockerScope, container_id: object) -> bool:
 
 
 # ----- names (no engine needed) -------------------------------------------------------------------
-def offline(**overrides: Any) -> DockerOrchestrator:
+def offline(**overrides: Any) -> DockerRuntime:
     """Constructing connects to nothing: the client is made on first use."""
 
     def no_engine() -> Any:
         raise AssertionError("must not connect")
 
     options: dict[str, Any] = {"image": "x", "network": "n", "label": "l", **overrides}
-    return DockerOrchestrator(no_engine, **options)
+    return DockerRuntime(no_engine, **options)
 
 
 @pytest.mark.parametrize("name", ["server1", "S5", "a.b_c-d", "9lives", "ab", "x" * 63])
@@ -106,7 +127,7 @@ def test_check_name_rejects_what_docker_would(name: str) -> None:
 
 def test_default_prefix_makes_valid_names() -> None:
     orch = offline()
-    assert orch.name_prefix == DockerOrchestrator.DEFAULT_PREFIX == "server"
+    assert orch.name_prefix == DockerRuntime.DEFAULT_PREFIX == "server"
     orch.check_name(f"{orch.name_prefix}1")
 
 
@@ -116,20 +137,26 @@ def test_prefix_that_makes_invalid_names_is_a_config_error() -> None:
 
 
 def test_factory_reads_settings() -> None:
-    orch = create_docker_orchestrator(
-        Settings(backend="docker", docker_image="img:1", docker_network="net1", docker_label="lab")
+    orch = create_docker_runtime(
+        Settings(runtime="docker", docker_image="img:1", docker_network="net1", docker_label="lab")
     )
     assert (orch.kind, orch.image, orch.network, orch.label) == ("docker", "img:1", "net1", "lab")
     assert orch.name_prefix == "server"
-    assert create_docker_orchestrator(Settings(replica_prefix="web-")).name_prefix == "web-"
+    assert create_docker_runtime(Settings(replica_prefix="web-")).name_prefix == "web-"
 
 
 # ----- against the engine ---------------------------------------------------------------------------
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_start_serves_then_stop_removes(docker_scope: DockerScope) -> None:
-    scope = docker_scope
-    orch = orchestrator(scope)
+
+
+@pytest.fixture
+def scope(docker_scope: DockerScope) -> DockerScope:
+    """This test's own label, network and names on the real engine."""
+    return docker_scope
+
+
+@on_engine
+async def test_start_serves_then_stop_removes(scope: DockerScope) -> None:
+    orch = runtime(scope)
     name = scope.name("s1")
     try:
         handle = await orch.start(name)
@@ -146,18 +173,17 @@ async def test_start_serves_then_stop_removes(docker_scope: DockerScope) -> None
         assert scope.network in container.attrs["NetworkSettings"]["Networks"]
 
         await orch.stop(handle)
-        assert not exists(scope, handle.ref)
+        assert not exists(scope, handle.container_id)
         assert orch.exited(handle)
         await orch.stop(handle)  # idempotent
     finally:
         await orch.close()
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
+@on_engine
 @pytest.mark.parametrize("bad", ["a b", "../x", "-x", "x" * 70])
 async def test_invalid_name_creates_nothing(docker_scope: DockerScope, bad: str) -> None:
-    orch = orchestrator(docker_scope)
+    orch = runtime(docker_scope)
     with pytest.raises(InvalidRequestError):
         await orch.start(bad)
     await orch.close()
@@ -165,13 +191,11 @@ async def test_invalid_name_creates_nothing(docker_scope: DockerScope, bad: str)
     assert not docker_scope.network_exists()  # refused before touching the engine at all
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_name_taken_by_someone_else_is_refused_and_left_alone(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+@on_engine
+async def test_name_taken_by_someone_else_is_refused_and_left_alone(scope: DockerScope) -> None:
     name = scope.name("s1")
     foreign = await asyncio.to_thread(scope.client.containers.create, scope.image, name=name)
-    orch = orchestrator(scope)
+    orch = runtime(scope)
     try:
         with pytest.raises(ReplicaExistsError, match="not started by this load balancer"):
             await orch.start(name)
@@ -181,18 +205,16 @@ async def test_name_taken_by_someone_else_is_refused_and_left_alone(docker_scope
         await asyncio.to_thread(foreign.remove, force=True)
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_leftover_of_ours_with_the_name_is_replaced(docker_scope: DockerScope) -> None:
-    scope = docker_scope
+@on_engine
+async def test_leftover_of_ours_with_the_name_is_replaced(scope: DockerScope) -> None:
     name = scope.name("s1")
-    first, second = orchestrator(scope, remove_on_stop=False), orchestrator(scope)
+    first, second = runtime(scope, remove_on_stop=False), runtime(scope)
     try:
         old = await first.start(name)
         new = await second.start(name)
-        assert new.ref != old.ref
-        assert not exists(scope, old.ref)
-        assert [c.id for c in scope.containers()] == [new.ref]
+        assert new.container_id != old.container_id
+        assert not exists(scope, old.container_id)
+        assert [c.id for c in scope.containers()] == [new.container_id]
         await wait_serving(new)
     finally:
         await first.close()
@@ -200,14 +222,12 @@ async def test_leftover_of_ours_with_the_name_is_replaced(docker_scope: DockerSc
     assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_new_instance_adopts_running_replicas_without_duplicates(docker_scope: DockerScope) -> None:
+@on_engine
+async def test_new_instance_adopts_running_replicas_without_duplicates(scope: DockerScope) -> None:
     import docker
 
-    scope = docker_scope
     names = [scope.name(f"s{i}") for i in (1, 2, 3)]
-    before = orchestrator(scope, remove_on_stop=False)  # an LB that goes away leaving its replicas
+    before = runtime(scope, remove_on_stop=False)  # an LB that goes away leaving its replicas
     handles = await asyncio.gather(*(before.start(n) for n in names))
     await asyncio.gather(*(wait_serving(h) for h in handles))
     dead = scope.client.containers.get(names[2])
@@ -215,8 +235,8 @@ async def test_new_instance_adopts_running_replicas_without_duplicates(docker_sc
     await before.close()
     assert len(scope.containers()) == 3
 
-    after = orchestrator(scope, client=docker.from_env)  # the restarted LB: a fresh client of its own
-    try:
+    # the restarted LB: a fresh client of its own
+    async with owned(scope, runtime(scope, client=docker.from_env)) as after:
         adopted = await after.adopt()
         assert sorted(h.name for h in adopted) == names[:2]
         assert not exists(scope, dead.id)  # our exited container is cleared, not adopted
@@ -231,20 +251,15 @@ async def test_new_instance_adopts_running_replicas_without_duplicates(docker_sc
 
         await wait_serving(await after.start(names[2]))
         assert sorted(c.name for c in scope.containers()) == names
-    finally:
-        await after.close()
-    assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_close_removes_everything_started_or_adopted(docker_scope: DockerScope) -> None:
-    scope = docker_scope
-    leftover = orchestrator(scope, remove_on_stop=False)
+@on_engine
+async def test_close_removes_everything_started_or_adopted(scope: DockerScope) -> None:
+    leftover = runtime(scope, remove_on_stop=False)
     await leftover.start(scope.name("old"))
     await leftover.close()
 
-    orch = orchestrator(scope)
+    orch = runtime(scope)
     assert [h.name for h in await orch.adopt()] == [scope.name("old")]
     await asyncio.gather(orch.start(scope.name("s1")), orch.start(scope.name("s2")))
     assert len(scope.containers()) == 3
@@ -255,11 +270,9 @@ async def test_close_removes_everything_started_or_adopted(docker_scope: DockerS
     assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_close_during_a_start_leaves_nothing(docker_scope: DockerScope) -> None:
-    scope = docker_scope
-    orch = orchestrator(scope)
+@on_engine
+async def test_close_during_a_start_leaves_nothing(scope: DockerScope) -> None:
+    orch = runtime(scope)
     await orch.adopt()  # connected, so the start below spends its time in the engine
     starting = asyncio.create_task(orch.start(scope.name("s1")))
     while not starting.done() and orch._inflight == 0:
@@ -272,11 +285,9 @@ async def test_close_during_a_start_leaves_nothing(docker_scope: DockerScope) ->
     assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScope) -> None:
-    scope = docker_scope
-    orch = orchestrator(scope)
+@on_engine
+async def test_die_event_marks_exited_and_calls_on_exit(scope: DockerScope) -> None:
+    orch = runtime(scope)
     exits: list[ReplicaHandle] = []
     fired = asyncio.Event()
 
@@ -285,31 +296,25 @@ async def test_die_event_marks_exited_and_calls_on_exit(docker_scope: DockerScop
         fired.set()
 
     orch.on_exit = on_exit
-    try:
+    async with owned(scope, orch):
         victim, stopped = await asyncio.gather(orch.start(scope.name("s1")), orch.start(scope.name("s2")))
         await asyncio.gather(wait_serving(victim), wait_serving(stopped))
         await orch.stop(stopped)  # a deliberate stop is not an exit to report
 
         killed_at = time.monotonic()
-        container = scope.client.containers.get(str(victim.ref))
+        container = scope.client.containers.get(victim.container_id)
         await asyncio.to_thread(container.kill)
         await asyncio.wait_for(fired.wait(), DIE_EVENT_DEADLINE)
         assert time.monotonic() - killed_at < DIE_EVENT_DEADLINE
         assert orch.exited(victim)
         # Events arrive in order: had the stop been reported, it would be first in the list.
         assert exits == [victim]
-    finally:
-        await orch.close()
-    assert scope.containers() == []
 
 
-@pytest.mark.docker
-@pytest.mark.anyio
-async def test_in_container_handle_is_the_name_on_the_network(docker_scope: DockerScope) -> None:
-    scope = docker_scope
-    orch = orchestrator(scope, in_container=True)
+@on_engine
+async def test_in_container_handle_is_the_name_on_the_network(scope: DockerScope) -> None:
     name = scope.name("s1")
-    try:
+    async with owned(scope, runtime(scope, in_container=True)) as orch:
         handle = await orch.start(name)
         assert (handle.host, handle.port) == (name, 5000)
         # Another container on the network (as the LB would be) reaches it by name via Docker's DNS.
@@ -335,6 +340,3 @@ async def test_in_container_handle_is_the_name_on_the_network(docker_scope: Dock
             remove=True,
         )
         assert f"Hello from Server: {name}" in output.decode()
-    finally:
-        await orch.close()
-    assert scope.containers() == []

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from app.cli.commands import cli
-from tests.lb_support import ROOT, LBFactory, RunningLB, free_port, start_lb
+from tests.lb_support import ROOT, LBFactory, RunningLB, start_lb
+from tests.ports import free_port
 
 TOKEN = "cli-test-token"
 WIDE = {"COLUMNS": "200"}  # rich wraps tables to the terminal; a test terminal is wide

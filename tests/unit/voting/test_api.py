@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from app.voting.routes import OptionCard
+from tests.contract import assert_failure
 from tests.vote_app import TestClient, make_app, make_settings
 
 ZERO = {"docker": 0, "helm": 0, "kubernetes": 0, "prometheus": 0}
@@ -111,38 +112,32 @@ def test_bad_bodies_are_400_and_change_nothing(
 ) -> None:
     headers = {"X-Voter-Id": "alice", **request_kwargs.pop("headers", {})}
     response = client.post("/api/vote", headers=headers, **request_kwargs)
-    assert response.status_code == 400
-    assert response.json() == {"message": f"<Error> {message}", "status": "failure"}
+    assert_failure(response, 400, message)
     assert client.get("/api/votes").json() == ZERO
 
 
 def test_missing_identity_says_how_to_identify(client: TestClient) -> None:
     response = client.post("/api/vote", json={"option": "docker"})
-    assert response.status_code == 400
-    assert response.json() == {
-        "message": f"<Error> Missing voter id: send an X-Voter-Id header ({ID_RULE}), "
+    assert_failure(
+        response,
+        400,
+        f"Missing voter id: send an X-Voter-Id header ({ID_RULE}), "
         "or open /vote in a browser, which sets the voter_id cookie",
-        "status": "failure",
-    }
+    )
     assert client.get("/api/votes").json() == ZERO
 
 
 @pytest.mark.parametrize("voter", ["", "a b", "x" * 129, "ålice".encode(), "a/b", "a;b"])
 def test_bad_voter_id_in_header_is_400(client: TestClient, voter: str | bytes) -> None:
     response = client.post("/api/vote", json={"option": "docker"}, headers={"X-Voter-Id": voter})
-    assert response.status_code == 400
-    assert response.json() == {
-        "message": f"<Error> Invalid voter id in the X-Voter-Id header: use {ID_RULE}",
-        "status": "failure",
-    }
+    assert_failure(response, 400, f"Invalid voter id in the X-Voter-Id header: use {ID_RULE}")
     assert client.get("/api/votes").json() == ZERO
 
 
 def test_bad_voter_id_in_cookie_is_400(client: TestClient) -> None:
     client.cookies.set("voter_id", "not valid!")
     response = client.post("/api/vote", json={"option": "docker"})
-    assert response.status_code == 400
-    assert response.json()["message"] == f"<Error> Invalid voter id in the voter_id cookie: use {ID_RULE}"
+    assert_failure(response, 400, f"Invalid voter id in the voter_id cookie: use {ID_RULE}")
 
 
 @pytest.mark.parametrize("voter", ["a", "x" * 128, "Az09_.:-", "550e8400-e29b-41d4-a716-446655440000"])

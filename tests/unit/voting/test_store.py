@@ -19,7 +19,7 @@ from app.errors import InvalidRequestError
 from app.voting.store import VoteStore
 
 OPTIONS = ("kubernetes", "docker", "helm", "prometheus")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from app.ring.rendezvous import score_key, seed_of, weight
 from app.ring.slot_strategies import assignment_key_slot
 from app.ring.slots import SLOTS, VSERVERS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 NAMES = ["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
 # Every strategy but builtin is stable across processes, so only those have movement/spread guarantees.
 STABLE = [name for name in NAMES if name != "builtin"]

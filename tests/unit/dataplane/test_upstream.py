@@ -15,13 +15,13 @@ from app.dataplane.upstream import (
     UpstreamTimeout,
     encode_request,
 )
+from tests.polling import eventually
+from tests.ports import bind_loopback
 from tests.upstream_backends import (
     Request,
     ScriptedServer,
     ServerConnection,
-    bind_socket,
     echo_app,
-    eventually,
     http_response,
     keep_alive,
     serve_asgi,
@@ -410,7 +410,7 @@ async def test_malformed_response_is_a_reset() -> None:
 
 async def test_connect_refused() -> None:
     # Bound but not listening: the kernel answers SYN with RST, deterministically.
-    sock = bind_socket()
+    sock = bind_loopback()
     try:
         pool = pool_for(sock.getsockname()[1])
         with pytest.raises(UpstreamConnectError, match="cannot connect"):
@@ -421,7 +421,7 @@ async def test_connect_refused() -> None:
 
 async def test_connect_timeout() -> None:
     # A listener with a full accept queue drops further SYNs, so connect() hangs.
-    sock = bind_socket()
+    sock = bind_loopback()
     sock.listen(0)
     fillers: list[socket.socket] = []
     try:

@@ -69,7 +69,7 @@ def test_the_fuzzed_schema_is_the_lbs_own(fuzzed_lb: RunningLB) -> None:
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
-def test_control_api_conforms_to_its_schema(case: schemathesis.Case, fuzzed_lb: RunningLB) -> None:
+def test_control_api_conforms_to_its_schema(case: schemathesis.Case[Any], fuzzed_lb: RunningLB) -> None:
     assert fuzzed_lb.url.startswith("http://127.0.0.1:")  # loopback only
     keep_one_replica(fuzzed_lb)
     case.call_and_validate(base_url=fuzzed_lb.url, checks=CHECKS, timeout=30)

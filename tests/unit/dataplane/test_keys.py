@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from app.dataplane.keys import make_key_extractor, random_key
-from tests.lb_support import LBFactory
 
 
 def scope(query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None, path: str = "/home") -> Any:
@@ -39,14 +38,3 @@ def test_random_key_is_six_digits() -> None:
     keys = {random_key() for _ in range(200)}
     assert all(len(k) == 6 and k.isdigit() for k in keys)
     assert len(keys) > 150
-
-
-def test_header_key_source_through_the_lb(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="3", key_source="header", key_name="X-User")
-
-    def served(user: str) -> str:
-        body = lb.client.get("/home", headers={"X-User": user}).json()
-        return str(body["message"]).split(":")[-1].strip()
-
-    assert len({served("alice") for _ in range(10)}) == 1
-    assert len({served(f"user{k}") for k in range(60)}) == 3
