@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -34,10 +35,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
     running.stop()
 
 
-def chlb(lb: RunningLB | str, *args: str, token: str | None = None) -> Result:
+def chlb(lb: RunningLB | str, *args: str, token: str | None = None, **env: str) -> Result:
     """Run `chlb --url <lb> args...` in-process, as a user would type it."""
     url = lb if isinstance(lb, str) else lb.url
-    env = {**WIDE, "CHLB_URL": url, **({"CHLB_TOKEN": token} if token else {})}
+    env = {**WIDE, "CHLB_URL": url, **({"CHLB_TOKEN": token} if token else {}), **env}
     return CliRunner().invoke(cli, list(args), env=env)
 
 
@@ -92,6 +93,15 @@ def test_status_watch_stops_after_count_or_duration(shared: RunningLB) -> None:
     result = chlb(shared, "status", "-w", "--duration", "0.5", "--interval", "0.1")
     assert result.exit_code == 0, result.output
     assert 1 <= result.stdout.count("3 replicas, 3 up") <= 6
+
+
+def test_status_watch_in_a_terminal_redraws_one_live_table(shared: RunningLB) -> None:
+    result = chlb(shared, "status", "-w", "--count", "3", "--interval", "0.1", FORCE_COLOR="1")
+    assert result.exit_code == 0, result.output
+    assert "\x1b[1A\x1b[2K" in result.stdout  # each frame moves the cursor up over the last one
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)
+    assert plain.count("Ctrl-C stops") >= 3  # three polls (rich draws the last frame once more on exit)
+    assert "strategy rendezvous: 3 replicas, 3 up" in plain
 
 
 def test_vote_records_and_shows_the_counts(shared: RunningLB) -> None:
