@@ -10,14 +10,29 @@ BENCH_APT := nginx wrk
 
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint bench experiments clean
+# Where `make bench` and `make experiments` write (ignored by git). The committed bench/results.md and
+# experiments/REPORT.md (+ figures) change only through the *-report targets.
+BENCH_OUT       := bench/out
+EXPERIMENTS_OUT := experiments/results
+
+.PHONY: help install run test lint bench bench-report experiments experiments-report clean
 
 help:
-	@echo "make run          start the load balancer on :5000 with 3 local replicas (logs the URLs of /dashboard, /vote, /docs)"
-	@echo "make test         install everything, then lint + type-check + the whole test suite"
-	@echo "make bench        proxy throughput vs nginx and a direct call -> bench/results.md"
-	@echo "make experiments  experiments A-1..A-4 -> experiments/REPORT.md"
-	@echo "make docker-up / docker-down   the stack in containers (docker compose)"
+	@echo "make run                 start the load balancer on :5000 with 3 local replicas (Ctrl-C stops it);"
+	@echo "                         it logs where to look: /dashboard, /vote, /docs"
+	@echo "make test                install everything, then lint + type-check + the whole test suite"
+	@echo "make lint                ruff + mypy only"
+	@echo "make install             the virtualenv (.venv) with every dependency"
+	@echo "make bench               proxy throughput vs nginx and a direct call -> $(BENCH_OUT)/results.md"
+	@echo "make bench-report        the same, refreshing the committed bench/results.md"
+	@echo "make experiments         experiments A-1..A-4 -> $(EXPERIMENTS_OUT)/REPORT.md"
+	@echo "make experiments-report  the same, refreshing the committed experiments/REPORT.md and figures"
+	@echo "make docker-engine       start a Docker engine if one is installed but stopped"
+	@echo "make docker-base         print (and build if needed) the base image the Dockerfiles use"
+	@echo "make docker-images       build the LB and replica images (docker compose build)"
+	@echo "make docker-up           the stack in containers (docker compose up), waits until /rep answers"
+	@echo "make docker-down         docker compose down, and check that nothing is left"
+	@echo "make clean               remove .venv, caches, outputs and the project's Docker config folder"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +42,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# exec: Ctrl-C reaches the LB directly; it stops its replicas and exits 0, so make reports no error.
 run: $(STAMP)
-	$(BIN)/python -m app
+	exec $(BIN)/python -m app
 
 lint: $(STAMP)
 	$(BIN)/ruff check app replica_service experiments bench tests
@@ -41,12 +57,20 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	scripts/apt-install.sh $(BENCH_APT)
-	$(BIN)/python -m bench.proxy_bench
+	$(BIN)/python -m bench.proxy_bench --out $(BENCH_OUT)/results.md
+
+bench-report: $(STAMP)
+	scripts/apt-install.sh $(BENCH_APT)
+	$(BIN)/python -m bench.proxy_bench --out bench/results.md
 
 experiments: $(STAMP)
-	$(BIN)/python -m experiments.run_all
+	$(BIN)/python -m experiments.run_all --out $(EXPERIMENTS_OUT)
+
+experiments-report: $(STAMP)
+	$(BIN)/python -m experiments.run_all --out $(EXPERIMENTS_OUT) --report experiments/REPORT.md \
+	  --figures experiments/figures
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output .docker $(BENCH_OUT) $(EXPERIMENTS_OUT)
 
 -include mk/docker.mk

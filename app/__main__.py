@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import SettingsError
 
 from app.dataplane.coalesce import CoalescingHttpToolsProtocol
+from app.errors import quote
 from app.main import create_app
 from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BAD_SETTINGS = 2  # the exit status of a configuration error, as for a bad command line
+STARTUP_FAILED = 3  # uvicorn's: the lifespan failed (e.g. replicas that cannot start)
+
+
+def describe(err: ErrorDetails) -> str:
+    """One line for one invalid setting: `invalid setting LB_X='value': why`."""
+    reason = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a rule across fields: its message names them
+        return f"invalid settings: {reason}"
+    name = "_".join(str(part) for part in err["loc"]).upper()
+    name = name if name.startswith("LB_") else f"LB_{name}"  # aliases are full names already
+    return f"invalid setting {name}={quote(err.get('input'), limit=256)}: {reason}"
 
 
 def load_settings() -> Settings:
@@ -19,11 +39,27 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        for err in exc.errors():
-            name = "_".join(str(part) for part in err["loc"]).upper()
-            name = name if name.startswith("LB_") else f"LB_{name}"  # aliases are full names already
-            sys.stderr.write(f"invalid setting {name}={err.get('input')!r}: {err['msg']}\n")
-        raise SystemExit(2) from None
+        lines = [describe(err) for err in exc.errors()]
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        lines = [f"invalid settings: {exc}"]
+    sys.stderr.write("".join(line + "\n" for line in lines))
+    raise SystemExit(BAD_SETTINGS)
+
+
+class Server(uvicorn.Server):
+    """uvicorn on a socket we bound, saying where it listens once the replicas are up."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # uvicorn logs no address for sockets it was handed
+            for sock in sockets or []:
+                host, port = sock.getsockname()[:2]
+                logger.info("Load balancer running on http://%s:%d (Press CTRL+C to quit)", host, port)
+
+
+def _stopped_by(sig: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the signal that stopped it once it has shut down; a clean stop exits 0."""
+    logger.info("stopped by %s", signal.Signals(sig).name)
 
 
 logger = logging.getLogger(__name__)
@@ -50,12 +86,12 @@ def listening_socket(settings: Settings) -> socket.socket:
     except OSError as exc:
         sock.close()
         sys.stderr.write(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}\n")
-        raise SystemExit(2) from None
+        raise SystemExit(BAD_SETTINGS) from None
     return sock
 
 
 def main() -> None:
-    """Configure logging, then serve on uvloop + httptools (the fastest uvicorn stack)."""
+    """Configure logging, bind the port, then serve on uvloop + httptools (the fastest uvicorn stack)."""
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -75,7 +111,13 @@ def main() -> None:
         date_header=False,
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped_by)
+    server = Server(config)
+    with sock:
+        server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILED)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+QUOTE_LIMIT = 64
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """repr() of user input for an error message, cut to `limit` characters: never echo a huge value."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    cut = repr(text[:limit]) if isinstance(value, str) else text[:limit]
+    return f"{cut}... ({len(text)} characters)"
+
 
 class LoadBalancerError(Exception):
     """Base of every error the LB maps to a `{"message", "status": "failure"}` body."""

@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.voting.store import validate_options
 
 StrategyName = Literal["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
 KeySourceName = Literal["query", "header", "cookie", "path", "client"]
 RuntimeName = Literal["process", "docker"]
+
+
+def parse_json(value: object) -> object:
+    """List settings arrive as JSON text; bad JSON becomes a validation error (one line), not a traceback."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f'not valid JSON ({exc.msg}); write a JSON list such as ["a", "b"]') from None
+
+
+JsonList = Annotated[list[str], NoDecode, BeforeValidator(parse_json)]
+
+
+def check_db_path(path: Path) -> Path:
+    """The vote store must be creatable: the path is a writable file or absent, under a writable directory."""
+    if path.exists() and not (path.is_file() and os.access(path, os.W_OK)):
+        raise ValueError(f"{path} exists but is not a writable file")
+    parent = path.parent
+    while not parent.exists():  # the store creates missing directories: the nearest existing one decides
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{parent} is not a directory, so {path} cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"directory {parent} is not writable")
+    return path
 
 
 class Settings(BaseSettings):
@@ -51,7 +82,10 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(0.5, gt=0)
     read_timeout: float = Field(10.0, gt=0)
     max_tries: int = Field(3, ge=1, le=16, description="replicas tried per request")
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=0, description="proxied request bodies")
+    max_control_body_bytes: int = Field(
+        64 * 1024, ge=0, description="request bodies to the LB's own paths (/add, /rm, /api/vote, ...)"
+    )
     max_idle_connections: int = Field(64, ge=0, description="idle keep-alive sockets per replica")
 
     # Health
@@ -69,7 +103,7 @@ class Settings(BaseSettings):
 
     # Process runtime
     replica_host: str = "127.0.0.1"
-    replica_command: list[str] | None = Field(
+    replica_command: JsonList | None = Field(
         None, description="argv that starts a replica (JSON list); default: this Python's replica_service"
     )
 
@@ -92,7 +126,7 @@ class Settings(BaseSettings):
 
     # Voting
     db_path: Path = Path("data/votes.sqlite3")
-    vote_options: list[str] = ["kubernetes", "docker", "helm", "prometheus"]
+    vote_options: JsonList = ["kubernetes", "docker", "helm", "prometheus"]
 
     # Fast path: non-control requests skip FastAPI routing (same behaviour, documented route).
     fast_path: bool = True
@@ -104,3 +138,22 @@ class Settings(BaseSettings):
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """LB_ADMIN_TOKEN= (empty, e.g. from compose's ${VAR:-}) means no token, not an empty one."""
         return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("vote_options")
+    @classmethod
+    def _check_vote_options(cls, options: list[str]) -> list[str]:
+        return list(validate_options(options))
+
+    @field_validator("db_path")
+    @classmethod
+    def _check_db_path(cls, path: Path) -> Path:
+        return check_db_path(path)
+
+    @model_validator(mode="after")
+    def _check_replica_bounds(self) -> Self:
+        if self.replicas > self.max_replicas:
+            raise ValueError(
+                f"LB_REPLICAS={self.replicas} is more than LB_MAX_REPLICAS={self.max_replicas}; "
+                "lower the first or raise the second"
+            )
+        return self

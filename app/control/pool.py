@@ -24,6 +24,7 @@ from app.errors import (
     ReplicaExistsError,
     ReplicaStartError,
     UnknownReplicaError,
+    quote,
 )
 from app.ring.base import HashStrategy
 from app.runtimes.base import ReplicaHandle, Runtime
@@ -229,12 +230,11 @@ class ReplicaPool(Hooks):
         return ReplicaStartError(f"Could not add {names}: {reason}; nothing was changed")
 
     def _names_to_add(self, n: int, hostnames: Sequence[str]) -> list[str]:
-        if len(set(hostnames)) != len(hostnames):
-            raise InvalidRequestError(f"Duplicate names in hostname list: {list(hostnames)}")
+        _refuse_duplicates(hostnames)
         for name in hostnames:
             self.runtime.check_name(name)
             if name in self._taken():
-                raise ReplicaExistsError(f"Replica name '{name}' is already in use")
+                raise ReplicaExistsError(f"Replica name {quote(name)} is already in use")
         if len(self.members) + n > self._max_replicas:
             raise InvalidRequestError(
                 f"Cannot add {n} replicas: at most {self._max_replicas} are allowed ({len(self.members)} now)"
@@ -250,15 +250,19 @@ class ReplicaPool(Hooks):
         return names
 
     def _names_to_remove(self, n: int, hostnames: Sequence[str]) -> list[str]:
-        if len(set(hostnames)) != len(hostnames):
-            raise InvalidRequestError(f"Duplicate names in hostname list: {list(hostnames)}")
+        _refuse_duplicates(hostnames)
         unknown = [name for name in hostnames if name not in self.members]
         if unknown:
             raise UnknownReplicaError(
-                f"Replica name '{unknown[0]}' is not a member; members are {self.names()}"
+                f"Replica name {quote(unknown[0])} is not a member; members are {self.names()}"
             )
         others = sorted(
             (m for m in self.members.values() if m.name not in hostnames), key=lambda m: m.seq, reverse=True
         )
         extra = [m.name for m in others[: max(0, n - len(hostnames))]]
         return [*hostnames, *extra]
+
+
+def _refuse_duplicates(hostnames: Sequence[str]) -> None:
+    if len(set(hostnames)) != len(hostnames):
+        raise InvalidRequestError(f"Duplicate names in hostname list: {quote(list(hostnames))}")

@@ -1,6 +1,6 @@
 """Send non-control requests straight to the proxy, before FastAPI's middleware and routing.
 
-FastAPI's per-request routing costs more than nginx's whole request (../shared/perf-notes.md), so
+FastAPI's per-request routing costs more than nginx's whole request (a profile under `make bench`), so
 only reserved paths (the LB's own routes, derived from the app) go through it. The catch-all route
 stays registered, so /docs documents the proxy and the behaviour is identical with this off.
 """
@@ -13,7 +13,10 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.dataplane.limits import limit_body
+
 CATCH_ALL = "/{path:path}"
+DEFAULT_CONTROL_BODY_BYTES = 64 * 1024
 
 
 class ReservedPaths:
@@ -46,10 +49,18 @@ class LoadBalancerApp(FastAPI):
 
     fast_proxy: ASGIApp | None = None  # set by the lifespan when the fast path is enabled
     is_reserved: Callable[[str], bool] = staticmethod(lambda path: True)
+    max_control_body_bytes = DEFAULT_CONTROL_BODY_BYTES  # bodies to the LB's own paths (/add, /api/vote)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        proxy = self.fast_proxy
-        if proxy is not None and scope["type"] == "http" and not self.is_reserved(scope["path"]):
-            await proxy(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            if not self.is_reserved(scope["path"]):
+                proxy = self.fast_proxy
+                if proxy is not None:
+                    await proxy(scope, receive, send)
+                    return
+            else:  # the proxy limits its own bodies; the LB's paths get the (much smaller) control limit
+                limited = await limit_body(scope, receive, send, self.max_control_body_bytes)
+                if limited is None:
+                    return
+                receive = limited
         await super().__call__(scope, receive, send)

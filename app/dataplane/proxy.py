@@ -6,7 +6,6 @@ __init__; per request there is one ring lookup, one upstream write and two ASGI 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
@@ -15,6 +14,8 @@ from typing import Any
 from app.control.membership import Membership
 from app.dataplane.balance import pick_bounded
 from app.dataplane.keys import KeyExtractor, random_key
+from app.dataplane.limits import declared_length, read_body, too_large
+from app.dataplane.replies import failure_body, reply
 from app.dataplane.upstream import (
     HOP_BY_HOP_HEADERS,
     IDEMPOTENT_METHODS,
@@ -25,7 +26,7 @@ from app.dataplane.upstream import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from app.errors import NoReplicasError
+from app.errors import NoReplicasError, quote
 from app.metrics import Stats
 
 logger = logging.getLogger(__name__)
@@ -33,13 +34,6 @@ logger = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def failure_body(message: str) -> bytes:
-    """The contract's error body, rendered once per distinct message."""
-    return json.dumps({"message": f"<Error> {message}", "status": "failure"}).encode()
 
 
 class Proxy:
@@ -56,9 +50,9 @@ class Proxy:
         balance_factor: float | None = None,
     ) -> None:
         self.pool = pool
-        self.balance_factor = balance_factor  # None: plain consistent hashing
         self.stats = stats or Stats()
         self._replica_stats = self.stats.replicas  # the dict itself: one lookup per request
+        self.balance_factor = balance_factor  # None: plain consistent hashing
         self.extract_key = extract_key
         self.max_tries = max_tries
         self.max_body_bytes = max_body_bytes
@@ -73,11 +67,12 @@ class Proxy:
         headers, has_body = self._forward_headers(scope)
         body = b""
         if has_body:
-            body_or_none = await self._read_body(receive)
+            limit = self.max_body_bytes
+            length = declared_length(scope["headers"])
+            # A declared length over the limit is refused before a byte of the body is read.
+            body_or_none = None if length and length > limit else await read_body(receive, limit)
             if body_or_none is None:
-                await self._reply(
-                    send, 413, failure_body(f"Request body exceeds {self.max_body_bytes} bytes")
-                )
+                await self._reply(send, 413, too_large(self.max_body_bytes))
                 return
             body = body_or_none
         qs: bytes = scope["query_string"]
@@ -110,8 +105,8 @@ class Proxy:
             counters.observe(response.status, perf_counter() - started)
 
         if response.status == 404:
-            path = scope["path"]
-            await self._reply(send, 400, failure_body(f"'{path}' endpoint does not exist in server replicas"))
+            path = quote(scope["path"])
+            await self._reply(send, 400, failure_body(f"{path} endpoint does not exist in server replicas"))
             return
         if method != b"HEAD":  # a HEAD answer has no body; a length of 0 would misstate the resource's
             response.headers.append((b"content-length", str(len(response.body)).encode()))
@@ -174,6 +169,11 @@ class Proxy:
                 counters.observe(response.status, perf_counter() - started)
                 return response
 
+    async def _reply(self, send: Send, status: int, body: bytes) -> None:
+        """Answer with the LB's own error body (counted as the LB's, not a replica's, answer)."""
+        self.stats.replied(status)
+        await reply(send, status, body)
+
     async def _is_gone(self, name: str) -> bool:
         """Whether `name` has left the ring (its exit was seen meanwhile) or now refuses connections."""
         upstream = self.pool.table.upstreams.get(name)
@@ -207,36 +207,3 @@ class Proxy:
             ip = client[0].encode()
             out.append((b"x-forwarded-for", forwarded_for + b", " + ip if forwarded_for else ip))
         return out, has_body
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole request body, or None when it exceeds the limit."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-    async def _reply(self, send: Send, status: int, body: bytes) -> None:
-        """Answer with the LB's own error body (counted as the LB's, not a replica's, answer)."""
-        self.stats.replied(status)
-        await _send_json(send, status, body)
-
-
-async def _send_json(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

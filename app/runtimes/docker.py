@@ -25,7 +25,7 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError
+from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError, quote
 from app.runtimes.base import ReplicaHandle
 from app.settings import Settings
 
@@ -116,7 +116,7 @@ class DockerRuntime:
         """Raise InvalidRequestError unless `name` is a valid Docker container name."""
         if not _NAME_RE.fullmatch(name):
             raise InvalidRequestError(
-                f"Invalid replica name {name!r}: on the docker backend a name is a container name, "
+                f"Invalid replica name {quote(name)}: on the docker backend a name is a container name, "
                 "2-63 characters from a-z A-Z 0-9 _ . - starting with a letter or digit"
             )
 

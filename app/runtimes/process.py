@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.errors import InvalidRequestError, ReplicaStartError
+from app.errors import InvalidRequestError, ReplicaStartError, quote
 from app.runtimes.base import ReplicaHandle
 from replica_service.forked import serve
 from replica_service.lifeline import die_with_parent
@@ -128,7 +128,7 @@ class ProcessRuntime:
         """Any printable name of 1-64 characters works: it only travels in an environment variable."""
         if not 0 < len(name) <= 64 or not name.isprintable() or name != name.strip():
             raise InvalidRequestError(
-                f"invalid replica name {name!r}: use 1-64 printable characters "
+                f"invalid replica name {quote(name)}: use 1-64 printable characters "
                 "without leading or trailing spaces"
             )
 

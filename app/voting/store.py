@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.errors import InvalidRequestError
+from app.errors import InvalidRequestError, quote
 
-__all__ = ["OPTION_PATTERN", "VoteStore"]
+__all__ = ["OPTION_PATTERN", "VoteStore", "validate_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class VoteStore:
     """
 
     def __init__(self, path: Path, options: Sequence[str]) -> None:
-        self.options: tuple[str, ...] = _validate_options(options)
+        self.options: tuple[str, ...] = validate_options(options)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -109,7 +109,8 @@ class VoteStore:
 
     def _check_option(self, option: str) -> None:
         if option not in self.options:
-            raise InvalidRequestError(f"Unknown option {option!r}; valid options: {', '.join(self.options)}")
+            valid = ", ".join(self.options)
+            raise InvalidRequestError(f"Unknown option {quote(option)}; valid options: {valid}")
 
     def _count(self) -> dict[str, int]:
         # Rows for options no longer configured are kept (the voter may vote again) but not reported.
@@ -120,7 +121,7 @@ class VoteStore:
         return counts
 
 
-def _validate_options(options: Sequence[str]) -> tuple[str, ...]:
+def validate_options(options: Sequence[str]) -> tuple[str, ...]:
     """Fail at start-up on a misconfigured option list rather than on the first vote."""
     if isinstance(options, str):
         raise ValueError("vote options must be a list of names, not one string")
@@ -128,7 +129,9 @@ def _validate_options(options: Sequence[str]) -> tuple[str, ...]:
         raise ValueError("at least one vote option is required")
     bad = [o for o in options if not OPTION_PATTERN.fullmatch(o)]
     if bad:
-        raise ValueError(f"invalid vote options {bad}: use 1-64 of a-z 0-9 _ -, not starting with _ or -")
+        rule = "use 1-64 of a-z 0-9 _ -, not starting with _ or -"
+        raise ValueError(f"invalid vote options {quote(bad)}: {rule}")
     if len(set(options)) != len(options):
-        raise ValueError(f"duplicate vote options in {list(options)}")
+        duplicates = sorted({o for o in options if options.count(o) > 1})
+        raise ValueError(f"duplicate vote options {quote(duplicates)}: each option must be named once")
     return tuple(options)

@@ -72,7 +72,9 @@ def compose(*args: str, env: dict[str, str], timeout: float) -> subprocess.Compl
 
 def test_compose_up_serves_three_and_down_leaves_nothing(docker_engine: Any, base_image: str) -> None:
     port = free_port()  # CHLB_PORT: the stack publishes the LB here instead of 5000
+    # The project's own Docker config folder, where scripts/docker-engine.sh links the compose plugin.
     env = {**os.environ, "BASE_IMAGE": base_image, "CHLB_PORT": str(port)}
+    env["DOCKER_CONFIG"] = str(ROOT / ".docker")
     up = compose("up", "-d", "--build", env=env, timeout=900)
     assert up.returncode == 0, up.stderr
     try:

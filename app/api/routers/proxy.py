@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import Failure
+from app.errors import quote
 
 router = APIRouter(tags=["proxy"])
 
@@ -35,7 +36,8 @@ async def proxy(path: str, request: Request) -> Response:
     come back unchanged. A request without a key gets a random 6-digit id.
     """
     if request.app.state.is_reserved(request.url.path):
-        raise HTTPException(status_code=405, detail=f"Method {request.method} not allowed on /{path}")
+        detail = f"Method {request.method} not allowed on {quote('/' + path)}"
+        raise HTTPException(status_code=405, detail=detail)
     return ProxiedResponse(request)
 
 
