@@ -57,6 +57,7 @@ def test_dashboard_page_sends_a_strict_csp_and_has_no_inline_code(client: TestCl
     assert csp["connect-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
     assert "unsafe" not in response.headers["content-security-policy"]
     assert response.headers["x-content-type-options"] == "nosniff"
+    assert re.findall(r"https?://", response.text) == []  # nothing from other hosts: works offline
     audit = ScriptAudit()
     audit.feed(response.text)
     assert audit.inline == []
