@@ -43,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     stats = Stats()
     pool = ReplicaPool(make_runtime(settings), strategy, PoolPolicy.from_settings(settings))
     pool.subscribe(lambda table: stats.ring_rebuilt())
+    pool.observe_transitions(stats.transition)
     proxy = Proxy(
         pool,
         make_key_extractor(settings.key_source, settings.key_name),

@@ -94,6 +94,9 @@ class Hooks:
     def routing_changed(self, member: Replica[Any]) -> None:
         """`member` entered or left UP: the routing table must be rebuilt."""
 
+    def state_changed(self, member: Replica[Any], state: State) -> None:
+        """`member` entered `state` (for metrics)."""
+
     def wake_monitor(self) -> None:
         """Probe soon: a member was reported down by someone other than the monitor."""
 
@@ -145,6 +148,7 @@ class Replica(Generic[HandleT]):
         was_up = self.state is State.UP
         self.state = state
         log_event(level, event, self.name, **fields)
+        self._hooks.state_changed(self, state)
         if was_up != (state is State.UP):
             self._hooks.routing_changed(self)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from app.control.lifecycle import Replica
+from app.control.lifecycle import Replica, State
 from app.control.routing import RoutingTable
 from app.ring.base import HashStrategy
 
@@ -47,6 +47,10 @@ class Membership(Protocol):
 
     def subscribe(self, callback: Callable[[RoutingTable], object]) -> None:
         """Call `callback(table)` after every routing-table swap."""
+        ...
+
+    def observe_transitions(self, callback: Callable[[str, State], object]) -> None:
+        """Call `callback(name, state)` on every lifecycle transition of every member."""
         ...
 
     async def start(self, initial: int) -> None:

@@ -76,6 +76,7 @@ class ReplicaPool(Hooks):
         self._leaving: dict[Replica[Any], asyncio.Future[None]] = {}  # removed, draining or stopping
         self._lock = asyncio.Lock()
         self._seq = 0
+        self._transition_observers: list[Callable[[str, State], object]] = []
         runtime.on_exit = self._on_exit
 
     # ----- reading ---------------------------------------------------------------------------------
@@ -114,6 +115,14 @@ class ReplicaPool(Hooks):
     def routing_changed(self, member: Replica[Any]) -> None:
         if self.members.get(member.name) is member:
             self._rebuild()
+
+    def state_changed(self, member: Replica[Any], state: State) -> None:
+        for callback in self._transition_observers:
+            callback(member.name, state)
+
+    def observe_transitions(self, callback: Callable[[str, State], object]) -> None:
+        """Call `callback(name, state)` on every lifecycle transition of every member."""
+        self._transition_observers.append(callback)
 
     def wake_monitor(self) -> None:
         self.monitor.wake()

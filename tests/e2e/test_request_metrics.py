@@ -123,3 +123,14 @@ def test_ring_rebuilds_are_counted(echo_lb: RunningLB) -> None:
     assert echo_lb.client.post("/add", json={"n": 1, "hostnames": ["R9"]}).status_code == 200
     assert echo_lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": ["R9"]}).status_code == 200
     assert total(samples(echo_lb), "chlb_ring_rebuilds_total") >= before + 2
+
+
+def test_lifecycle_transitions_are_counted(echo_lb: RunningLB) -> None:
+    metrics = samples(echo_lb)
+    assert total(metrics, "chlb_health_transitions_total", replica="Server 1", state="up") >= 1  # booted
+    assert echo_lb.client.post("/add", json={"n": 1, "hostnames": ["T7"]}).status_code == 200
+    assert echo_lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": ["T7"]}).status_code == 200
+    wait_until(
+        lambda: total(samples(echo_lb), "chlb_health_transitions_total", replica="T7", state="removed")
+    )
+    assert total(samples(echo_lb), "chlb_health_transitions_total", replica="T7", state="up") == 1
