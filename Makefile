@@ -18,7 +18,8 @@ EXPERIMENTS_OUT := experiments/results
 .PHONY: help install run test lint bench bench-report experiments experiments-report clean
 
 help:
-	@echo "make run                 start the load balancer on :5000 with 3 local replicas (Ctrl-C stops it)"
+	@echo "make run                 start the load balancer on :5000 with 3 local replicas (Ctrl-C stops it);"
+	@echo "                         it logs where to look: /dashboard, /vote, /docs"
 	@echo "make test                install everything, then lint + type-check + the whole test suite"
 	@echo "make lint                ruff + mypy only"
 	@echo "make install             the virtualenv (.venv) with every dependency"

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app.api.deps import resolve_strategy
 from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
-from app.api.routers import metrics, replicas, ring, status
+from app.api.routers import dashboard, metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
 from app.control.engine_membership import EngineMembership
 from app.control.pool import PoolPolicy, ReplicaPool
@@ -33,6 +33,9 @@ DESCRIPTION = """
 Consistent-hashing HTTP load balancer. `/add`, `/rm`, `/rep` manage the replicas; every other path is
 proxied to the replica the hash ring picks for the request's key (query parameter `id` by default).
 Errors are `{"message": "<Error> ...", "status": "failure"}`.
+
+See it live: the [dashboard](/dashboard) draws the ring and the replicas;
+the [voting page](/vote) is the demo app.
 """
 
 
@@ -97,7 +100,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.max_control_body_bytes = settings.max_control_body_bytes
     install_error_handlers(app)
     install_offline_docs(app)
-    control_routers = [replicas.router, ring.router, status.router, metrics.router, vote_routes.router]
+    control_routers = [
+        replicas.router,
+        ring.router,
+        status.router,
+        metrics.router,
+        dashboard.router,
+        vote_routes.router,
+    ]
     for router in control_routers:
         app.include_router(router)
     vote_routes.mount_static(app)
