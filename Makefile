@@ -18,7 +18,8 @@ EXPERIMENTS_OUT := experiments/results
 .PHONY: help install run test lint bench bench-report experiments experiments-report clean
 
 help:
-	@echo "make run                 start the load balancer on :5000 with 3 local replicas (Ctrl-C stops it)"
+	@echo "make run                 start the load balancer on :5000 with 3 local replicas (Ctrl-C stops it);"
+	@echo "                         it logs where to look: /dashboard, /vote, /docs"
 	@echo "make test                install everything, then lint + type-check + the whole test suite"
 	@echo "make lint                ruff + mypy only"
 	@echo "make install             the virtualenv (.venv) with every dependency"
@@ -31,6 +32,8 @@ help:
 	@echo "make docker-images       build the LB and replica images (docker compose build)"
 	@echo "make docker-up           the stack in containers (docker compose up), waits until /rep answers"
 	@echo "make docker-down         docker compose down, and check that nothing is left"
+	@echo "make swarm-up            two LB instances on Docker Swarm (docker-stack.yml): /rep on :5000 and :5001"
+	@echo "make swarm-down          remove that stack and its replicas; leave the swarm if swarm-up made it"
 	@echo "make clean               remove .venv, caches, outputs and the project's Docker config folder"
 
 $(STAMP): pyproject.toml
@@ -73,3 +76,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output .docker $(BENCH_OUT) $(EXPERIMENTS_OUT)
 
 -include mk/docker.mk
+-include mk/swarm.mk

@@ -68,6 +68,16 @@ def _stopped_by(sig: int, frame: FrameType | None) -> None:
     logger.info("stopped by %s", signal.Signals(sig).name)
 
 
+logger = logging.getLogger(__name__)
+
+
+def where_to_look(host: str, port: int) -> str:
+    """The pages to open, for the start-up log (`make run` users look there first)."""
+    host = "localhost" if host in ("", "0.0.0.0", "::") else host
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return f"dashboard {base}/dashboard | voting page {base}/vote | API docs {base}/docs"
+
+
 def listening_socket(settings: Settings) -> socket.socket:
     """The LB's port, taken before any replica starts: an inherited socket (LB_FD) or host:port.
 
@@ -107,6 +117,8 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     sock = listening_socket(settings)
+    host, port = sock.getsockname()[:2]  # the real port, also when the socket was inherited (LB_FD)
+    logger.info("open %s", where_to_look(host, port))
     app = create_app(settings)
     assert isinstance(app, LoadBalancerApp)
     front = Front(app, front_limits(settings))

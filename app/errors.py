@@ -42,6 +42,10 @@ class ReplicaExistsError(LoadBalancerError):
     status_code = 409
 
 
+class PeerCreatedError(ReplicaExistsError):
+    """Another LB instance of the same cluster created a replica of that name in the engine just now."""
+
+
 class InvalidRequestError(LoadBalancerError):
     """The request is well-formed JSON but asks for something impossible."""
 

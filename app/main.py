@@ -5,22 +5,26 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from fastapi import FastAPI
 
 from app.api.deps import resolve_strategy
 from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
-from app.api.routers import metrics, replicas, ring, status
+from app.api.routers import dashboard, metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
 from app.api.schemas import Failure
+from app.control.engine_membership import EngineMembership
 from app.control.pool import PoolPolicy, ReplicaPool
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
 from app.metrics import Stats
+from app.ring.base import HashStrategy
 from app.runtimes import make_runtime
+from app.runtimes.engine import EngineRuntime
 from app.settings import Settings
 from app.voting import routes as vote_routes
 from app.voting.store import VoteStore
@@ -31,7 +35,20 @@ DESCRIPTION = """
 Consistent-hashing HTTP load balancer. `/add`, `/rm`, `/rep` manage the replicas; every other path is
 proxied to the replica the hash ring picks for the request's key (query parameter `id` by default).
 Errors are `{"message": "<Error> ...", "status": "failure"}`.
+
+See it live: the [dashboard](/dashboard) draws the ring and the replicas;
+the [voting page](/vote) is the demo app.
 """
+
+
+def make_membership(settings: Settings, strategy: HashStrategy) -> ReplicaPool:
+    """Where desired membership lives: in the engine (swarm) or in this LB (process, docker)."""
+    runtime = make_runtime(settings)
+    policy = PoolPolicy.from_settings(settings)
+    if settings.runtime == "swarm":
+        engine = cast(EngineRuntime[Any], runtime)
+        return EngineMembership(engine, strategy, policy, resync_interval=settings.swarm_resync_interval)
+    return ReplicaPool(runtime, strategy, policy)
 
 
 @asynccontextmanager
@@ -40,7 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     strategy = resolve_strategy(app)
     stats = Stats()
-    pool = ReplicaPool(make_runtime(settings), strategy, PoolPolicy.from_settings(settings))
+    pool = make_membership(settings, strategy)
     pool.subscribe(lambda table: stats.ring_rebuilt())
     pool.observe_transitions(stats.transition)
     extract_key = make_key_extractor(settings.key_source, settings.key_name)
@@ -97,7 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.max_control_body_bytes = settings.max_control_body_bytes
     install_error_handlers(app)
     install_offline_docs(app)
-    control_routers = [replicas.router, ring.router, status.router, metrics.router, vote_routes.router]
+    control_routers = [
+        replicas.router,
+        ring.router,
+        status.router,
+        metrics.router,
+        dashboard.router,
+        vote_routes.router,
+    ]
     for router in control_routers:
         app.include_router(router)
     vote_routes.mount_static(app)

@@ -14,7 +14,7 @@ from app.voting.store import validate_options
 
 StrategyName = Literal["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
 KeySourceName = Literal["query", "header", "cookie", "path", "client"]
-RuntimeName = Literal["process", "docker"]
+RuntimeName = Literal["process", "docker", "swarm"]
 
 
 def parse_json(value: object) -> object:
@@ -62,14 +62,17 @@ class Settings(BaseSettings):
     replicas: int = Field(3, ge=0, le=256, description="replicas started at boot")
     replica_prefix: str | None = Field(
         None,
-        description="generated names are '<prefix><n>'; default 'Server ' (process) or 'server' (docker)",
+        description="generated names are '<prefix><n>'; default 'Server ' (process), else 'server'",
     )
     max_replicas: int = Field(50, ge=1, le=1024, description="upper bound on members, against runaway /add")
     runtime: RuntimeName = Field(
         "process",
         # LB_BACKEND is the old name: HAProxy users read "backend" as a group of servers.
         validation_alias=AliasChoices("LB_RUNTIME", "LB_BACKEND", "runtime"),
-        description="where replicas run: local processes or Docker containers (LB_BACKEND is the old name)",
+        description=(
+            "where replicas run: local processes, Docker containers, or Swarm services (membership then"
+            " held by the engine); LB_BACKEND is the old name"
+        ),
     )
 
     # Hashing
@@ -125,6 +128,24 @@ class Settings(BaseSettings):
     docker_remove_on_stop: bool = True
     docker_in_container: bool = Field(
         False, description="True when the LB itself runs in a container on docker_network"
+    )
+
+    # Swarm runtime (also uses docker_image and docker_label)
+    swarm_cluster: str = Field(
+        "chlb",
+        min_length=1,
+        max_length=63,
+        description="replica services carry the label <docker_label>=<swarm_cluster>; "
+        "LB instances with the same value share one membership",
+    )
+    swarm_network: str = Field(
+        "chlb-swarm", description="attachable overlay network of the LB and the replicas"
+    )
+    swarm_restart_delay: float = Field(
+        0.5, ge=0, description="seconds the engine waits before restarting a task"
+    )
+    swarm_resync_interval: float = Field(
+        5.0, gt=0, description="seconds between full listings of the engine's services (events come between)"
     )
 
     # Operations

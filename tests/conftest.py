@@ -11,7 +11,7 @@ import pytest
 from tests.backends import BACKENDS, Backend
 from tests.lb_support import LBFactory, RunningLB, start_lb
 
-pytest_plugins = ["tests.docker_support", "tests.browser_support"]
+pytest_plugins = ["tests.docker_support", "tests.swarm_support", "tests.browser_support"]
 
 ECHO_REPLICA = ["{python}", "-m", "tests.echo_replica", "--fd", "{fd}"]
 

@@ -11,6 +11,10 @@ replacement in flight is one task the owner holds and cancels on removal or shut
        | failed            +------exited----------+--fall / exited--> replacing --> starting
        v
     backoff --delay--> starting            any --remove--> draining --> removed
+
+Where an engine restarts dead instances itself (Swarm), `replaces_dead` is off: a member the engine
+runs is watched (down, probed, `rise` good heartbeats put it up), and fall or an exit only take it
+down; the LB never stops or starts a copy of it.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class LifecyclePolicy:
     restart_backoff_max: float
     drain_timeout: float
     restart_backoff_base: float = 0.5
+    replaces_dead: bool = True  # False where the engine restarts dead instances (Swarm)
     start_poll: float = 0.02  # seconds between heartbeats while a new instance boots
 
     @classmethod
@@ -167,6 +172,14 @@ class Replica(Generic[HandleT]):
         """Start in the background, retrying failed starts with back-off (e.g. a successor)."""
         self._hold(self._start_until_up())
 
+    def watch(self, handle: HandleT) -> None:
+        """Follow an instance the engine runs and restarts (replaces_dead off): probed from now on,
+        on the ring after `rise` good heartbeats."""
+        self._attach(handle)
+        self.oks = 0
+        self._enter(State.DOWN, "watching", address=handle.address)
+        self._hooks.wake_monitor()
+
     async def start_once(self) -> None:
         """Start and wait until it serves, or raise (for /add: all or nothing, no retries)."""
         task = self._hold(self._start_and_wait())
@@ -224,6 +237,10 @@ class Replica(Generic[HandleT]):
             return
         self.oks = 0
         self.fails += 1
+        if not self._policy.replaces_dead:
+            if self.state is State.UP and self.fails >= self._policy.fall:
+                self._take_down(f"{self.fails} failed heartbeats", detected_by="heartbeat")
+            return
         if self._runtime.exited(handle):
             self._replace(handle, "process exited", "replica exited", detected_by="heartbeat")
         elif self.fails >= self._policy.fall:
@@ -232,17 +249,23 @@ class Replica(Generic[HandleT]):
 
     def report_refused(self, reason: str) -> None:
         """The proxy could not connect: off the ring now; the monitor probes at once and decides."""
-        if self.state is not State.UP:
-            return
+        if self.state is State.UP:
+            self._take_down(reason, detected_by="proxy")
+
+    def _take_down(self, reason: str, detected_by: str) -> None:
         self.oks = 0
         self.last_error = reason
-        self._enter(State.DOWN, "down", logging.WARNING, reason=reason, detected_by="proxy")
+        self._enter(State.DOWN, "down", logging.WARNING, reason=reason, detected_by=detected_by)
         self._hooks.wake_monitor()
 
     def report_exit(self, handle: HandleT) -> None:
         """The runtime saw the instance die: replace it without waiting for a heartbeat."""
         if handle is not self.handle:
             return  # an older instance, already replaced
+        if not self._policy.replaces_dead:  # the engine restarts it: off the ring until it rises
+            if self.state is State.UP:
+                self._take_down("task exited", detected_by="runtime")
+            return
         if self.state in PROBED and not self.busy:
             self._replace(handle, "process exited", "replica exited", detected_by="runtime")
         # STARTING: the start-up wait sees runtime.exited() and fails fast. Others: already handled.

@@ -189,6 +189,7 @@ class ReplicaPool(Hooks):
             victims = self._names_to_remove(n, hostnames)
             members = [self.members.pop(name) for name in victims]
             self._rebuild()  # traffic leaves them before they stop
+            await self._retire(members)
             for member in members:
                 self._hold_leaving(member, member.remove("DELETE /rm"))
             logger.info("removed %s; members now %s", victims, self.names())
@@ -209,6 +210,9 @@ class ReplicaPool(Hooks):
             await self.runtime.close()
 
     # ----- internals -------------------------------------------------------------------------------
+    async def _retire(self, members: Sequence[Replica[Any]]) -> None:
+        """Hook between taking removed members off the ring and draining them (none here)."""
+
     def _rebuild(self) -> None:
         up = {m.name: m.upstream for m in self.members.values() if m.state is State.UP and m.upstream}
         self._routing.rebuild(up)

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.control.pool import ReplicaPool
+from app.control.membership import Membership
 from app.control.routing import RoutingTable
 from replica_service.lifeline import die_with_parent
 
@@ -56,7 +56,7 @@ def table_message(table: RoutingTable) -> bytes:
 class WorkerHub:
     """Starts the worker processes, pushes routing to them, takes their failure reports."""
 
-    def __init__(self, pool: ReplicaPool, count: int, owner_address: str, fd: int | None = None) -> None:
+    def __init__(self, pool: Membership, count: int, owner_address: str, fd: int | None = None) -> None:
         self.pool = pool
         self.fd = fd  # LB_FD: an inherited listening socket, passed on to every worker
         self.count = count

@@ -1,4 +1,4 @@
-"""Where replicas run: local processes (default) or Docker containers, behind one interface."""
+"""Where replicas run: local processes (default), Docker containers or Swarm services, behind one seam."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ __all__ = ["ReplicaHandle", "Runtime", "make_runtime"]
 
 def make_runtime(settings: Settings) -> Runtime[Any]:
     """The runtime the settings name; the docker SDK is imported only when it is used."""
+    if settings.runtime == "swarm":
+        from app.runtimes.swarm import create_swarm_runtime
+
+        return create_swarm_runtime(settings)
     if settings.runtime == "docker":
         from app.runtimes.docker import create_docker_runtime
 

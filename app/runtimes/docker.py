@@ -1,8 +1,8 @@
 """Replicas as Docker containers, one per replica, named after it (`docker stop server2` stops `server2`).
 
 Every blocking docker SDK call runs in a worker thread (asyncio.to_thread), never on the event loop.
-A daemon thread follows the engine's `die` events for our label, so `exited()` is a set lookup and
-`on_exit` can tell the pool about a crash at once, sooner than a heartbeat timeout would.
+A daemon thread (app.runtimes.events) follows the engine's `die` events for our label, so `exited()`
+is a set lookup and `on_exit` can tell the pool about a crash at once, sooner than a heartbeat would.
 
 Ownership: each container carries `{label}=1` and `{label}.owner=<owner>`. Only containers with both
 are ever removed, replaced or adopted; a name taken by anything else is an error, never a deletion.
@@ -15,30 +15,25 @@ import contextlib
 import logging
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from app.errors import InvalidRequestError, ReplicaExistsError, ReplicaStartError, quote
+from app.errors import ReplicaExistsError, ReplicaStartError
 from app.runtimes.base import ReplicaHandle
+from app.runtimes.docker_client import ClientSource, DockerClientBase, engine_options
+from app.runtimes.events import EventFollower
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Docker's own rule is [a-zA-Z0-9][a-zA-Z0-9_.-]+ (it rejects one-character names, measured); 63 is
-# the DNS label limit, which matters because other containers reach a replica by its name.
-_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,62}")
 _DEAD_IDS_KEPT = 4096  # die events remembered, so a crash before start() returns is still seen
 _INFLIGHT_WAIT_SECONDS = 60.0
 _EVENTS_RETRY_SECONDS = 1.0
-
-ClientSource = Any  # a docker.DockerClient, or a zero-argument callable that makes one (docker.from_env)
 
 
 @dataclass(eq=False)
@@ -51,7 +46,7 @@ class DockerHandle(ReplicaHandle):
 ExitCallback = Callable[[DockerHandle], object]
 
 
-class DockerRuntime:
+class DockerRuntime(DockerClientBase):
     """Starts `replica_service` containers on a user-defined bridge network.
 
     `on_exit`, when set (the pool sets it), is called on the event loop as `on_exit(handle)` when a
@@ -60,8 +55,12 @@ class DockerRuntime:
     """
 
     kind = "docker"
-    DEFAULT_PREFIX: ClassVar[str] = "server"  # generated names server1, server2, ... are valid names
-    CONTAINER_PORT: ClassVar[int] = 5000
+    # Docker's own rule is [a-zA-Z0-9][a-zA-Z0-9_.-]+ (it rejects one-character names, measured); 63 is
+    # the DNS label limit, which matters because other containers reach a replica by its name.
+    NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,62}")
+    NAME_RULE = (
+        "a name is a container name, 2-63 characters from a-z A-Z 0-9 _ . - starting with a letter or digit"
+    )
 
     def __init__(
         self,
@@ -71,11 +70,11 @@ class DockerRuntime:
         network: str,
         label: str,
         in_container: bool = False,
-        name_prefix: str = DEFAULT_PREFIX,
+        name_prefix: str = DockerClientBase.DEFAULT_PREFIX,
         remove_on_stop: bool = True,
         owner: str = "lb",
     ) -> None:
-        self._client_source = client
+        super().__init__(client, name_prefix)
         self.image = image
         self.network = network
         self.label = label
@@ -83,53 +82,25 @@ class DockerRuntime:
         self.owner = owner
         self.in_container = in_container
         self.remove_on_stop = remove_on_stop
-        self.name_prefix = name_prefix
-        try:
-            self.check_name(f"{name_prefix}1")  # generated names must be valid container names
-        except InvalidRequestError as exc:
-            raise ValueError(
-                f"replica prefix {name_prefix!r} makes invalid container names (e.g. {name_prefix!r}1); "
-                f"use letters, digits, '_', '.', '-' (default {self.DEFAULT_PREFIX!r})"
-            ) from exc
         self.on_exit: ExitCallback | None = None
-
-        self._client: Any = None
-        self._owns_client = callable(client) and not isinstance(client, docker.DockerClient)
-        self._ready_lock = asyncio.Lock()
-        self._ready = False
         self._closed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._created_network = False
         # Shared with the events thread and the worker threads: guarded by _lock.
-        self._lock = threading.Lock()
         self._handles: dict[str, DockerHandle] = {}  # container id -> handle, for live replicas we manage
         self._dead: OrderedDict[str, None] = OrderedDict()  # container ids seen dying (bounded)
         self._inflight = 0
         self._inflight_done = threading.Condition(self._lock)
-        self._events_stream: Any = None
-        self._events_client: Any = None
-        self._events_thread: threading.Thread | None = None
-        self._events_stop = threading.Event()
 
     # ----- Runtime protocol ------------------------------------------------------------
-    def check_name(self, name: str) -> None:
-        """Raise InvalidRequestError unless `name` is a valid Docker container name."""
-        if not _NAME_RE.fullmatch(name):
-            raise InvalidRequestError(
-                f"Invalid replica name {quote(name)}: on the docker backend a name is a container name, "
-                "2-63 characters from a-z A-Z 0-9 _ . - starting with a letter or digit"
-            )
-
     async def start(self, name: str) -> DockerHandle:
         """Run a container called `name` (replacing a leftover of ours); returns before it serves."""
         self.check_name(name)
         await self._ensure_ready()
         if self._closed:
             raise ReplicaStartError(f"Cannot start replica '{name}': the docker runtime is closed")
-        try:
-            handle, died_already = await asyncio.to_thread(self._start_sync, name)
-        except (DockerException, requests.RequestException) as exc:
-            raise ReplicaStartError(f"Cannot start replica '{name}': {exc}") from exc
+        handle, died_already = await self._engine_call(
+            f"Cannot start replica '{name}'", self._start_sync, name
+        )
         if died_already:  # its die event came before the handle existed: report it now
             self._notify_exit(handle)
         return handle
@@ -178,32 +149,21 @@ class DockerRuntime:
         self._client = None
 
     # ----- readiness ------------------------------------------------------------------------
-    async def _ensure_ready(self) -> None:
-        if self._ready:
-            return
-        async with self._ready_lock:
-            if self._ready:
-                return
-            self._loop = asyncio.get_running_loop()
-            await asyncio.to_thread(self._prepare_sync)
-            self._ready = True
-
     def _prepare_sync(self) -> None:
         """Connect, make sure the network exists, and subscribe to die events before any start."""
         try:
-            if self._client is None:
-                self._client = self._client_source() if self._owns_client else self._client_source
+            self._connect_sync()
             self._ensure_network_sync()
             # A second connection for the long-lived stream when we can make one: the blocking read
             # then never shares a connection pool with the calls of the worker threads.
             self._events_client = self._client_source() if self._owns_client else self._client
-            self._events_stream = self._open_events()
+            follower = EventFollower(
+                self._open_events, self._on_die, f"docker-events-{self.label}", _EVENTS_RETRY_SECONDS
+            )
+            follower.start()
         except (DockerException, requests.RequestException) as exc:
             raise ReplicaStartError(f"Docker engine unavailable: {exc}") from exc
-        self._events_thread = threading.Thread(
-            target=self._follow_events, name=f"docker-events-{self.label}", daemon=True
-        )
-        self._events_thread.start()
+        self._follower = follower
 
     def _ensure_network_sync(self) -> None:
         if self._find_network() is not None:
@@ -388,28 +348,6 @@ class DockerRuntime:
         filters = {"type": "container", "event": "die", "label": self.label}
         return self._events_client.events(decode=True, filters=filters, since=since)
 
-    def _follow_events(self) -> None:
-        """Events thread: record die events; reconnect (replaying from the last one) if the stream drops."""
-        stream = self._events_stream
-        last = time.time()
-        while not self._events_stop.is_set():
-            try:
-                for event in stream:
-                    last = float(event.get("time") or last)
-                    self._on_die(event)
-            except Exception:  # the stream is all this thread has: log and reconnect
-                if self._events_stop.is_set():
-                    return  # close() cut the stream
-                logger.exception("docker events stream failed")
-            if self._events_stop.wait(_EVENTS_RETRY_SECONDS):
-                return
-            try:
-                stream = self._open_events(since=last)
-                self._events_stream = stream
-                logger.info("docker events stream reconnected")
-            except (DockerException, requests.RequestException) as exc:
-                logger.warning("docker events stream: reconnect failed (%s)", exc)
-
     def _on_die(self, event: dict[str, Any]) -> None:
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
@@ -428,11 +366,8 @@ class DockerRuntime:
         self._notify_exit(handle)
 
     def _notify_exit(self, handle: DockerHandle) -> None:
-        loop = self._loop
-        if self.on_exit is None or loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the LB is shutting down
-            loop.call_soon_threadsafe(self._fire_exit, handle)
+        if self.on_exit is not None:
+            self._call_soon(self._fire_exit, handle)
 
     def _fire_exit(self, handle: DockerHandle) -> None:
         callback = self.on_exit
@@ -448,24 +383,15 @@ class DockerRuntime:
             logger.exception("on_exit callback failed for replica %s", handle.name)
 
     def _stop_events(self) -> None:
-        self._events_stop.set()
-        stream = self._events_stream
-        if stream is not None:
-            with contextlib.suppress(Exception):  # already closed or broken: either way it is over
-                stream.close()
-        if self._events_thread is not None:
-            self._events_thread.join(timeout=5)
+        if self._follower is not None:
+            self._follower.stop()
 
 
 def create_docker_runtime(settings: Settings, client: ClientSource = None) -> DockerRuntime:
-    """The docker backend as the settings describe it; connects lazily (no I/O here)."""
-    prefix = settings.replica_prefix
+    """The docker runtime as the settings describe it; connects lazily (no I/O here)."""
     return DockerRuntime(
-        client if client is not None else docker.from_env,
-        image=settings.docker_image,
+        **engine_options(settings, client),
         network=settings.docker_network,
-        label=settings.docker_label,
         in_container=settings.docker_in_container,
-        name_prefix=DockerRuntime.DEFAULT_PREFIX if prefix is None else prefix,
         remove_on_stop=settings.docker_remove_on_stop,
     )

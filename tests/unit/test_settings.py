@@ -23,3 +23,27 @@ def test_runtime_defaults_to_local_processes() -> None:
 def test_drain_timeout_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LB_DRAIN_TIMEOUT", "2.5")
     assert Settings().drain_timeout == 2.5
+
+
+def test_the_new_runtime_name_wins_over_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LB_BACKEND", "docker")  # what the LB image sets
+    monkeypatch.setenv("LB_RUNTIME", "swarm")  # what docker-stack.yml sets
+    assert Settings().runtime == "swarm"
+
+
+def test_swarm_runtime_puts_membership_in_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.control.engine_membership import EngineMembership
+    from app.control.pool import ReplicaPool
+    from app.main import make_membership
+    from app.ring import RendezvousStrategy
+    from app.runtimes.swarm import SwarmRuntime
+
+    monkeypatch.setenv("LB_SWARM_CLUSTER", "blue")
+    monkeypatch.setenv("LB_SWARM_NETWORK", "blue-net")
+    settings = Settings(runtime="swarm")
+    membership = make_membership(settings, RendezvousStrategy())  # no engine call until start()
+    assert isinstance(membership, EngineMembership)
+    assert isinstance(membership.runtime, SwarmRuntime)
+    assert (membership.runtime.cluster, membership.runtime.network) == ("blue", "blue-net")
+    assert membership.runtime.name_prefix == "server"
+    assert type(make_membership(Settings(), RendezvousStrategy())) is ReplicaPool

@@ -8,7 +8,18 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import PoolDep, StatsDep, StrategyDep
+from app.control.engine_membership import EngineMembership
 from app.control.lifecycle import State
+
+
+class TaskStatus(BaseModel):
+    """The engine's view of a replica's current task (swarm runtime)."""
+
+    state: str = Field(description="the engine's task state: pending, starting, running, failed, ...")
+    desired_state: str
+    message: str | None
+    container: str | None = Field(description="short id of the task's container")
+    updated_at: str | None
 
 
 class ReplicaStatus(BaseModel):
@@ -26,6 +37,7 @@ class ReplicaStatus(BaseModel):
     failed_starts: int
     retry_in: float | None
     last_error: str | None
+    task: TaskStatus | None = Field(None, description="the engine's view of its task (swarm runtime)")
     requests: int = Field(description="requests proxied to it since the LB started (under this name)")
     latency_p99_ms: float | None = Field(description="p99 upstream latency of its last 1,024 requests")
 
@@ -56,6 +68,7 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) 
     """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
+    tasks = pool.tasks if isinstance(pool, EngineMembership) else {}
     members = pool.replicas()
     counters = {m.name: stats.replica(m.name) for m in members}
     rows = [
@@ -74,6 +87,9 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) 
             if m.state is State.BACKOFF and m.next_start > now
             else None,
             last_error=m.last_error,
+            task=TaskStatus.model_validate(view, from_attributes=True)
+            if (view := tasks.get(m.name)) is not None
+            else None,
             requests=counters[m.name].requests,
             latency_p99_ms=_ms(counters[m.name].latency_p99()),
         )

@@ -1,0 +1,315 @@
+"""Two LB instances over one real single-node Docker Swarm: one membership, held by the engine.
+
+The instances run as swarm services of docker-stack.yml (the replicas are only reachable on the
+overlay network) and answer on host-mode ports on 127.0.0.1; every request here goes to loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.load import Load
+from tests.polling import eventually, wait_until
+from tests.swarm_support import (
+    LABEL,
+    REPLICA_IMAGE,
+    SwarmStack,
+    container_names,
+    engine_snapshot,
+    fresh_stack,
+    replicas_of,
+    status_of,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # a cold image build included
+
+CONVERGE_SECONDS = 1.0  # the issue's bound: every instance's /rep shows a change within 1 s
+KEYS = 10_000
+
+
+def all_up(stack: SwarmStack, names: list[str]) -> Callable[[], bool]:
+    """Both instances list exactly `names`, all on their rings (so both rings are built from them)."""
+
+    def check() -> bool:
+        for url in stack.urls:
+            rows = status_of(url)
+            if rows is None or sorted(rows) != sorted(names):
+                return False
+            if not all(row["state"] == "up" and row["on_ring"] for row in rows.values()):
+                return False
+        return True
+
+    return check
+
+
+def converged(stack: SwarmStack, names: list[str]) -> Callable[[], bool]:
+    return lambda: all(replicas_of(url) == names for url in stack.urls)
+
+
+def without(stack: SwarmStack, name: str) -> Callable[[], bool]:
+    return lambda: name not in stack.services()
+
+
+def add(url: str, names: list[str]) -> None:
+    response = httpx.post(f"{url}/add", json={"n": len(names), "hostnames": names}, timeout=60.0)
+    assert response.status_code == 200, response.text
+
+
+def remove(url: str, names: list[str]) -> None:
+    response = httpx.request("DELETE", f"{url}/rm", json={"n": len(names), "hostnames": names}, timeout=30.0)
+    assert response.status_code == 200, response.text
+
+
+def route(url: str, key: int) -> str:
+    """The replica that answers /home for `key` through the instance at `url`."""
+    response = httpx.get(f"{url}/home", params={"id": str(key)}, timeout=10.0)
+    assert response.status_code == 200, response.text
+    name: str = response.json()["message"].split(":")[-1].strip()
+    return name
+
+
+def routes(url: str, keys: range) -> dict[str, str]:
+    """Which replica answers /home for each key through the instance at `url` (bounded: one pass)."""
+
+    def serve(chunk: range) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with httpx.Client(base_url=url, timeout=10.0) as client:
+            for k in chunk:
+                response = client.get("/home", params={"id": str(k)})
+                assert response.status_code == 200, response.text
+                out[str(k)] = response.json()["message"].split(":")[-1].strip()
+        return out
+
+    step = len(keys) // 8 + 1
+    with ThreadPoolExecutor(8) as pool:
+        parts = pool.map(serve, [keys[i : i + step] for i in range(0, len(keys), step)])
+        return {k: v for part in parts for k, v in part.items()}
+
+
+def test_swarm_up_then_down_leaves_the_engine_as_found(
+    docker_engine: Any, base_image: str, tmp_path: Path
+) -> None:
+    before = engine_snapshot(docker_engine)
+    stack = fresh_stack(docker_engine, base_image, tmp_path, replicas=1)
+    try:
+        up = stack.up()
+        assert up.returncode == 0, up.stderr[-3000:]
+        wait_until(converged(stack, [stack.name(1)]), timeout=30)
+        assert stack.services() == sorted([f"{stack.stack}_lb-a", f"{stack.stack}_lb-b", stack.name(1)])
+    finally:
+        down = stack.down()
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert stack.services() == []
+    assert stack.containers() == []
+    assert stack.networks() == []
+    assert engine_snapshot(docker_engine) == before
+    assert not stack.state_file.exists()
+
+
+def test_add_through_one_instance_is_listed_by_the_other_within_a_second(swarm_stack: SwarmStack) -> None:
+    a, b = swarm_stack.urls
+    base = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(converged(swarm_stack, base), timeout=30)
+    lbs = [f"{swarm_stack.stack}_lb-a", f"{swarm_stack.stack}_lb-b"]
+    assert swarm_stack.services() == sorted([*base, *lbs])  # two instances started together made 3
+    added = swarm_stack.name(7)
+    add(a, [added])
+    returned = time.monotonic()
+    wait_until(lambda: replicas_of(b) == [*base, added], timeout=CONVERGE_SECONDS)
+    assert time.monotonic() - returned <= CONVERGE_SECONDS
+    assert added in swarm_stack.services()
+    remove(b, [added])  # back to the three the other tests expect
+    wait_until(converged(swarm_stack, base), timeout=CONVERGE_SECONDS)
+
+
+def test_both_instances_route_every_key_to_the_same_replica(swarm_stack: SwarmStack) -> None:
+    a, b = swarm_stack.urls
+    names = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(all_up(swarm_stack, names), timeout=60)
+    through_a = routes(a, range(KEYS))
+    through_b = routes(b, range(KEYS))
+    assert len(through_a) == len(through_b) == KEYS
+    disagree = [k for k in through_a if through_a[k] != through_b[k]]
+    assert disagree == [], f"{len(disagree)} of {KEYS} keys disagree, e.g. {disagree[:5]}"
+    assert set(through_a.values()) == set(names)
+
+
+def test_rm_through_either_instance_converges_on_both(swarm_stack: SwarmStack) -> None:
+    a, b = swarm_stack.urls
+    base = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(converged(swarm_stack, base), timeout=30)
+    extra = [swarm_stack.name(8), swarm_stack.name(9)]
+    add(b, extra)
+    wait_until(converged(swarm_stack, [*base, *extra]), timeout=CONVERGE_SECONDS)
+    for through, gone in ((a, extra[0]), (b, extra[1])):
+        remove(through, [gone])
+        returned = time.monotonic()
+        left = [n for n in replicas_of(through) or [] if n != gone]
+        wait_until(converged(swarm_stack, left), timeout=CONVERGE_SECONDS)
+        assert time.monotonic() - returned <= CONVERGE_SECONDS
+        wait_until(without(swarm_stack, gone), timeout=10)
+    assert replicas_of(a) == replicas_of(b) == base
+
+
+def test_replica_task_killed_under_load_no_failed_request_and_the_engine_restarts_it(
+    swarm_stack: SwarmStack,
+) -> None:
+    names = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(all_up(swarm_stack, names), timeout=60)
+    victim = swarm_stack.name(2)
+    old = swarm_stack.task_container(victim)
+    old_task = (status_of(swarm_stack.urls[0]) or {})[victim]["task"]["container"]
+    assert old.id.startswith(old_task)
+
+    def restarted() -> bool:
+        for url in swarm_stack.urls:
+            row = (status_of(url) or {}).get(victim)
+            if row is None or row["state"] != "up" or not row["on_ring"]:
+                return False
+            if row["task"] is None or row["task"]["container"] in (None, old_task):
+                return False
+        return True
+
+    with Load(swarm_stack.urls[0], workers=3) as load_a, Load(swarm_stack.urls[1], workers=3) as load_b:
+        load_a.wait_for(200)
+        load_b.wait_for(200)
+        old.kill()
+        wait_until(restarted, timeout=60, interval=0.05)
+        load_a.wait_for(200)
+        load_b.wait_for(200)
+    for load in (load_a, load_b):
+        assert load.errors == [], load.errors[:3]
+        assert set(load.statuses) == {200}, load.statuses
+        assert victim in load.served_by
+    new = swarm_stack.task_container(victim)
+    assert new.id != old.id
+    assert replicas_of(swarm_stack.urls[0]) == replicas_of(swarm_stack.urls[1]) == names
+    # The new task answers under the same name, through both instances, for the keys that map to it.
+    victim_keys = [k for k in range(300) if route(swarm_stack.urls[0], k) == victim][:20]
+    assert victim_keys, "no key of 300 maps to the restarted replica"
+    assert all(route(swarm_stack.urls[1], k) == victim for k in victim_keys)
+
+
+def test_lb_instance_killed_under_load_on_the_other_comes_back_with_the_same_membership(
+    swarm_stack: SwarmStack,
+) -> None:
+    a, b = swarm_stack.urls
+    names = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(all_up(swarm_stack, names), timeout=60)
+    services_before = swarm_stack.services()
+    lb_a = swarm_stack.task_container(f"{swarm_stack.stack}_lb-a")
+    with Load(b, workers=3) as load:
+        load.wait_for(200)
+        lb_a.kill()
+        wait_until(lambda: replicas_of(a) is None, timeout=10, interval=0.05)  # really gone
+        wait_until(lambda: replicas_of(a) == names, timeout=90, interval=0.1)
+        load.wait_for(200)
+    assert load.errors == [], load.errors[:3]
+    assert set(load.statuses) == {200}, load.statuses
+    assert swarm_stack.task_container(f"{swarm_stack.stack}_lb-a").id != lb_a.id
+    assert swarm_stack.services() == services_before  # it read the replicas back, made none
+    wait_until(all_up(swarm_stack, names), timeout=30)
+
+
+def test_add_refuses_bad_names_and_never_touches_a_service_it_did_not_make(
+    swarm_stack: SwarmStack, docker_engine: Any
+) -> None:
+    from docker.types import ServiceMode
+
+    a, b = swarm_stack.urls
+    base = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(converged(swarm_stack, base), timeout=30)
+    for bad in ("a.b", "ends-", "Server 5", "x" * 64):
+        response = httpx.post(f"{a}/add", json={"n": 1, "hostnames": [bad]}, timeout=10.0)
+        assert response.status_code == 400, response.text
+        assert response.json()["status"] == "failure"
+    foreign = f"t{swarm_stack.token}-foreign"  # someone else's service (no task: zero replicas)
+    service = docker_engine.services.create(REPLICA_IMAGE, name=foreign, mode=ServiceMode("replicated", 0))
+    try:
+        response = httpx.post(f"{b}/add", json={"n": 1, "hostnames": [foreign]}, timeout=30.0)
+        assert response.status_code == 409, response.text
+        assert response.json()["status"] == "failure"
+        assert docker_engine.services.get(foreign).id == service.id
+    finally:
+        service.remove()
+    assert replicas_of(a) == replicas_of(b) == base
+
+
+def test_swarm_runtime_on_the_engine_conflicts_lists_and_reports_task_deaths(
+    swarm_stack: SwarmStack, docker_engine: Any
+) -> None:
+    """Two runtimes of one cluster in this process (the LB side only: no request to the replicas)."""
+    import docker
+    from docker.types import ServiceMode
+
+    from app.errors import PeerCreatedError, ReplicaExistsError
+    from app.runtimes.swarm import SwarmHandle, SwarmRuntime
+
+    cluster = f"{swarm_stack.stack}-rt"  # not the stack's cluster: its LBs must not see these
+    name = f"{cluster}-s1"
+
+    def runtime() -> SwarmRuntime:
+        return SwarmRuntime(
+            docker.from_env, image=REPLICA_IMAGE, network=swarm_stack.network, label=LABEL, cluster=cluster
+        )
+
+    def task_container() -> Any:
+        running = docker_engine.containers.list(
+            sparse=True, filters={"label": f"com.docker.swarm.service.name={name}"}
+        )
+        return running[0] if running else None
+
+    async def scenario() -> None:
+        one, two = runtime(), runtime()
+        changes: list[int] = []
+        exits: list[SwarmHandle] = []
+        two.on_change = lambda: changes.append(1)
+        two.on_exit = exits.append
+        await two.watch()
+        handle = await one.start(name)
+        with pytest.raises(PeerCreatedError):
+            await two.start(name)
+        await eventually(lambda: changes, timeout=5)  # the create reached the other one as an event
+        listing = await two.list_replicas()
+        assert list(listing) == [name]
+        seen, _ = listing[name]
+        assert seen.service_id == handle.service_id and seen.host == name
+        assert (await two.list_replicas())[name][0] is seen  # one handle per service: identity = instance
+        container = await eventually(task_container, timeout=60, interval=0.1)
+        view = (await two.list_replicas())[name][1]
+        assert view is not None and view.desired_state == "running"
+        assert view.container == container.id[:12]
+        container.kill()
+        await eventually(lambda: exits, timeout=10)  # the task container's die event
+        assert exits[0] is seen
+        await one.stop(handle)
+        assert await two.list_replicas() == {}
+        foreign = docker_engine.services.create(
+            REPLICA_IMAGE, name=f"{cluster}-x", mode=ServiceMode("replicated", 0)
+        )
+        try:
+            with pytest.raises(ReplicaExistsError) as refused:
+                await one.start(f"{cluster}-x")
+            assert not isinstance(refused.value, PeerCreatedError)
+        finally:
+            foreign.remove()
+        await one.close()
+        await two.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        for service in docker_engine.services.list(filters={"label": f"{LABEL}={cluster}"}):
+            service.remove()
+        wait_until(
+            lambda: not container_names(docker_engine, f"{LABEL}={cluster}"),
+            timeout=60,
+        )
