@@ -80,14 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.start(settings.replicas)
         if settings.fast_path and isinstance(app, LoadBalancerApp):
             app.fast_proxy = proxy
-            app.data_plane = DataPlane(
-                pool,
-                extract_key,
-                max_tries=settings.max_tries,
-                max_body_bytes=settings.max_body_bytes,
-                stats=stats,
-                balance_factor=settings.balance_factor,
-            )
+            app.data_plane = DataPlane.like(proxy)
         yield
     finally:
         if isinstance(app, LoadBalancerApp):

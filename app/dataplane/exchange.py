@@ -39,6 +39,7 @@ from app.errors import NoReplicasError, quote
 from app.metrics import Stats
 
 if TYPE_CHECKING:
+    from app.dataplane.proxy import Proxy
     from app.dataplane.server import ClientConnection
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,18 @@ class DataPlane:
         self.too_large = too_large(max_body_bytes)
         self.buffer_bytes = min(max_body_bytes + 1, BUFFER_LIMIT)  # body read before a replica is picked
         self.tasks: set[asyncio.Task[None]] = set()  # connects in progress (strong references)
+
+    @classmethod
+    def like(cls, proxy: Proxy) -> DataPlane:
+        """The same routing, limits and counters as the ASGI proxy (LB_FAST_PATH=false serves with that)."""
+        return cls(
+            proxy.pool,
+            proxy.extract_key,
+            max_tries=proxy.max_tries,
+            max_body_bytes=proxy.max_body_bytes,
+            stats=proxy.stats,
+            balance_factor=proxy.balance_factor,
+        )
 
     def spawn(self, coro: Any) -> None:
         """Run a rare slow step (a new upstream connection) without losing the Task."""
