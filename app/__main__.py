@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
 import sys
 from types import FrameType
+from typing import Literal
 
 import uvicorn
+import uvloop
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
-from app.dataplane.coalesce import CoalescingHttpToolsProtocol
+from app.dataplane.front import LoadBalancerApp
+from app.dataplane.hub import WorkerHub
+from app.dataplane.server import Front, FrontLimits
+from app.dataplane.worker import make_config
 from app.errors import quote
 from app.main import create_app
 from app.settings import Settings
@@ -81,6 +87,8 @@ def listening_socket(settings: Settings) -> socket.socket:
         return socket.socket(fileno=settings.fd)  # bound by whoever started us (tests, systemd)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.workers > 1:  # worker processes bind the same port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
@@ -88,6 +96,17 @@ def listening_socket(settings: Settings) -> socket.socket:
         sys.stderr.write(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}\n")
         raise SystemExit(BAD_SETTINGS) from None
     return sock
+
+
+def front_limits(settings: Settings) -> FrontLimits:
+    """The client side's view of the settings."""
+    return FrontLimits(
+        header_timeout=settings.header_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+        max_body_bytes=settings.max_body_bytes,
+    )
 
 
 def main() -> None:
@@ -100,24 +119,42 @@ def main() -> None:
     sock = listening_socket(settings)
     host, port = sock.getsockname()[:2]  # the real port, also when the socket was inherited (LB_FD)
     logger.info("open %s", where_to_look(host, port))
-    config = uvicorn.Config(
-        create_app(settings),
-        loop="uvloop",
-        http=CoalescingHttpToolsProtocol,  # httptools, one write per response
-        log_config=None,
-        access_log=settings.access_log,
-        proxy_headers=False,  # we are the edge: no X-Forwarded-* rewriting middleware per request
-        server_header=False,  # proxied responses carry the replica's own Server and Date headers
-        date_header=False,
-        timeout_graceful_shutdown=5,
-    )
+    app = create_app(settings)
+    assert isinstance(app, LoadBalancerApp)
+    front = Front(app, front_limits(settings))
+    loop: Literal["none", "uvloop"] = "none" if settings.workers > 1 else "uvloop"  # workers: we run uvloop
+    config = make_config(app, front, settings, lifespan="on", loop=loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped_by)
     server = Server(config)
     with sock:
-        server.run(sockets=[sock])
+        if settings.workers > 1:
+            uvloop.run(serve_with_workers(server, sock, app, settings))
+        else:
+            server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(STARTUP_FAILED)
+
+
+async def serve_with_workers(
+    server: uvicorn.Server, sock: socket.socket, app: LoadBalancerApp, settings: Settings
+) -> None:
+    """This process owns replicas and health and serves the port; LB_WORKERS - 1 workers share it."""
+    private = socket.socket()  # where workers send the LB's own paths (the shared port could loop back)
+    private.bind(("127.0.0.1", 0))
+    owner_address = f"127.0.0.1:{private.getsockname()[1]}"
+    serving = asyncio.create_task(server.serve(sockets=[sock, private]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if serving.done():
+        await serving  # startup failed: uvicorn has logged why
+        return
+    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd)
+    await hub.start()
+    try:
+        await serving
+    finally:
+        await hub.stop()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
 from app.api.routers import dashboard, metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
+from app.api.schemas import Failure
 from app.control.engine_membership import EngineMembership
 from app.control.pool import PoolPolicy, ReplicaPool
+from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp, ReservedPaths
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.proxy import Proxy
@@ -58,9 +60,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = make_membership(settings, strategy)
     pool.subscribe(lambda table: stats.ring_rebuilt())
     pool.observe_transitions(stats.transition)
+    extract_key = make_key_extractor(settings.key_source, settings.key_name)
     proxy = Proxy(
         pool,
-        make_key_extractor(settings.key_source, settings.key_name),
+        extract_key,
         max_tries=settings.max_tries,
         max_body_bytes=settings.max_body_bytes,
         stats=stats,
@@ -77,10 +80,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.start(settings.replicas)
         if settings.fast_path and isinstance(app, LoadBalancerApp):
             app.fast_proxy = proxy
+            app.data_plane = DataPlane.like(proxy)
         yield
     finally:
         if isinstance(app, LoadBalancerApp):
             app.fast_proxy = None
+            app.data_plane = None
         await pool.close()
         app.state.votes.close()
 
@@ -95,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # replaced by install_offline_docs: no CDN
         redoc_url=None,
+        # The client side's limits answer on every path, before any route (app.dataplane.server).
+        responses={431: {"model": Failure, "description": "Request line + headers over LB_MAX_HEADER_BYTES"}},
     )
     app.state.settings = settings
     app.max_control_body_bytes = settings.max_control_body_bytes

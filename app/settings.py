@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     )
     max_idle_connections: int = Field(64, ge=0, description="idle keep-alive sockets per replica")
 
+    # Processes
+    workers: int = Field(
+        1, ge=1, le=64, description="data-plane processes on the port (SO_REUSEPORT); one owns replicas"
+    )
+
+    # Client side (the limits nginx and HAProxy have)
+    header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's header")
+    keep_alive_timeout: float = Field(5.0, gt=0, description="seconds an idle client connection is kept")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; larger -> 431")
+    max_connections: int = Field(4096, ge=1, description="concurrent client connections; beyond: 503 at once")
+
     # Health
     heartbeat_interval: float = Field(0.25, gt=0)
     heartbeat_timeout: float = Field(0.3, gt=0)

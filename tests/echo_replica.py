@@ -1,7 +1,9 @@
 """A test replica: the contract's /home and /heartbeat, plus routes that echo or misbehave on purpose.
 
 `/echo/...` returns the request as JSON; `/slow?secs=S` answers late; `/status/<code>` answers <code>;
-`/chunked` streams its body; `/crash` exits the process without answering.
+`/chunked` streams its body; `/crash` exits the process without answering; `/big?mib=N[&chunked=1]`
+streams N MiB; `/upload` counts the body it reads; `/die?mib=N` announces more than it sends, then the
+process dies; `/ws` is a WebSocket echo that first says its server name.
 Run like the real replica: `python -m tests.echo_replica --fd N`.
 """
 
@@ -21,10 +23,61 @@ NAME = os.environ.get("SERVER_ID", "unknown")
 HOME_DELAY = [0.0]  # --home-delay: /home answers after this many seconds (a replica with I/O latency)
 
 
+MIB = 1024 * 1024
+PIECE = b"x" * 65536
+
+
+async def websocket_echo(receive: Any, send: Any) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": NAME})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+
+
+async def stream(send: Any, mib: int, chunked: bool, die: bool = False) -> None:
+    headers = [(b"content-type", b"application/octet-stream")]
+    if not chunked:
+        headers.append((b"content-length", str((2 * mib if die else mib) * MIB).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for _ in range(mib * MIB // len(PIECE)):
+        await send({"type": "http.response.body", "body": PIECE, "more_body": True})
+    if die:
+        await asyncio.sleep(0.2)  # let the bytes leave before dying
+        os._exit(3)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def count_upload(receive: Any, send: Any) -> None:
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    payload = json.dumps({"server": NAME, "received": size}).encode()
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await websocket_echo(receive, send)
+        return
     if scope["type"] != "http":
         return
     path: str = scope["path"]
+    query = parse_qs(scope["query_string"].decode())
+    if path in ("/big", "/die"):
+        mib = int(query.get("mib", ["1"])[0])
+        await stream(send, mib, "chunked" in query, die=path == "/die")
+        return
+    if path == "/upload":
+        await count_upload(receive, send)
+        return
     body = b""
     more = True
     while more:
@@ -53,7 +106,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         ).encode()
         headers = [(b"content-type", b"application/json"), (b"x-replica", NAME.encode())]
     elif path == "/slow":
-        secs = float(parse_qs(scope["query_string"].decode()).get("secs", ["5"])[0])
+        secs = float(query.get("secs", ["5"])[0])
         await asyncio.sleep(secs)
         status, payload = 200, b"late"
     elif path.startswith("/status/"):

@@ -8,12 +8,16 @@ stays registered, so /docs documents the proxy and the behaviour is identical wi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.dataplane.limits import limit_body
+
+if TYPE_CHECKING:
+    from app.dataplane.exchange import DataPlane
 
 CATCH_ALL = "/{path:path}"
 DEFAULT_CONTROL_BODY_BYTES = 64 * 1024
@@ -48,6 +52,7 @@ class LoadBalancerApp(FastAPI):
     """
 
     fast_proxy: ASGIApp | None = None  # set by the lifespan when the fast path is enabled
+    data_plane: DataPlane | None = None  # the same, for the protocol-level server (app.dataplane.server)
     is_reserved: Callable[[str], bool] = staticmethod(lambda path: True)
     max_control_body_bytes = DEFAULT_CONTROL_BODY_BYTES  # bodies to the LB's own paths (/add, /api/vote)
 

@@ -9,50 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from app.dataplane.errors import (
+    StaleConnectionError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+from app.dataplane.http1 import BODY_METHODS, HOP_BY_HOP_HEADERS
+from app.dataplane.upstream_stream import StreamConnection
+
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "StaleConnectionError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamResetError",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "HOP_BY_HOP_HEADERS",
+    "encode_request",
+]
 
 # Safe to send twice: a request that died on a stale keep-alive connection is retried once.
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
-# Methods whose requests carry a body by definition, so they always announce its length (even 0).
-_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
-# Hop-by-hop headers (RFC 9110 §7.6.1) plus content-length: the caller frames its own response from len(body).
-HOP_BY_HOP_HEADERS = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"content-length",
-    )
-)
-
-
-class UpstreamError(Exception):
-    """Any failure to get a response from a replica."""
-
-
-class UpstreamConnectError(UpstreamError):
-    """No byte of the request reached the replica (refused, reset on connect, connect timeout)."""
-
-
-class UpstreamResetError(UpstreamError):
-    """The connection broke after the request was (maybe) sent and before a full response."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """The replica accepted the request but did not answer within read_timeout."""
-
-
-class StaleConnectionError(UpstreamResetError):
-    """A reused keep-alive connection died before any response byte: the replica closed it while idle."""
 
 
 @dataclass(slots=True)
@@ -72,7 +60,7 @@ def encode_request(method: bytes, target: bytes, headers: list[tuple[bytes, byte
         parts.append(b": ")
         parts.append(value)
         parts.append(b"\r\n")
-    if body or method in _BODY_METHODS:
+    if body or method in BODY_METHODS:
         parts.append(b"content-length: %d\r\n\r\n" % len(body))
         parts.append(body)
     else:
@@ -321,6 +309,7 @@ class UpstreamPool:
         "_connect_timeout",
         "_host",
         "_idle",
+        "_idle_streams",
         "_max_idle",
         "_port",
         "_read_timeout",
@@ -344,9 +333,11 @@ class UpstreamPool:
         self._max_idle = max_idle
         # LIFO: the most recently used connection is the least likely to have been closed by the replica.
         self._idle: list[_Connection] = []
+        self._idle_streams: list[StreamConnection] = []
         self._closed = False
         self.address = f"{host}:{port}"
-        self.in_flight = 0  # requests sent and not yet answered: drain waits for 0
+        # Requests the proxy has sent here and not yet finished (drain and bounded loads read it).
+        self.in_flight = 0
 
     @property
     def closed(self) -> bool:
@@ -356,7 +347,7 @@ class UpstreamPool:
     @property
     def idle_count(self) -> int:
         """Idle keep-alive connections held now (for metrics and tests)."""
-        return len(self._idle)
+        return len(self._idle) + len(self._idle_streams)
 
     async def request(
         self,
@@ -412,26 +403,45 @@ class UpstreamPool:
         """Close idle connections; in-flight ones close when their response completes."""
         self._closed = True
         idle, self._idle = self._idle, []
+        streams, self._idle_streams = self._idle_streams, []
+        for stream in streams:
+            stream.close()
         lost = [conn.close() for conn in idle]
         if lost:
             await asyncio.wait(lost)
 
-    def _take_idle(self) -> _Connection | None:
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if conn.is_usable():
-                return conn
+    def take_stream(self) -> StreamConnection | None:
+        """An idle streaming connection, or None (then `connect_stream`): no await on the hot path."""
+        return _pop_usable(self._idle_streams)
+
+    async def connect_stream(self) -> StreamConnection:
+        """A new streaming connection (UpstreamConnectError if refused, unreachable or closed)."""
+        if self._closed:
+            raise UpstreamConnectError(f"pool for {self.address} is closed")
+        loop = asyncio.get_running_loop()
+        return await self._open(lambda: StreamConnection(self, loop))
+
+    def _release_stream(self, conn: StreamConnection) -> None:
+        if self._closed or len(self._idle_streams) >= self._max_idle:
             conn.close()
-        return None
+        else:
+            self._idle_streams.append(conn)
+
+    def _forget_stream(self, conn: StreamConnection) -> None:
+        if conn in self._idle_streams:
+            self._idle_streams.remove(conn)
+
+    def _take_idle(self) -> _Connection | None:
+        return _pop_usable(self._idle)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        return await self._open(lambda: _Connection(self, loop))
+
+    async def _open(self, factory: Callable[[], _Conn]) -> _Conn:
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self, loop), self._host, self._port
-                )
+                _, conn = await asyncio.get_running_loop().create_connection(factory, self._host, self._port)
         except OSError as exc:  # TimeoutError and socket.gaierror are OSErrors too
             raise UpstreamConnectError(f"cannot connect to {self.address}: {exc!r}") from exc
         if not conn.is_usable():
@@ -447,3 +457,16 @@ class UpstreamPool:
     def _forget(self, conn: _Connection) -> None:
         if conn in self._idle:
             self._idle.remove(conn)
+
+
+_Conn = TypeVar("_Conn", _Connection, StreamConnection)
+
+
+def _pop_usable(idle: list[_Conn]) -> _Conn | None:
+    """The most recently used idle connection the replica has not closed (LIFO)."""
+    while idle:
+        conn = idle.pop()
+        if conn.is_usable():
+            return conn
+        conn.close()
+    return None

@@ -5,13 +5,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from tests.lb_support import LBFactory
 from tests.load import Load
 
 
-def test_add_and_remove_under_load_never_fail_a_request(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="3")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_add_and_remove_under_load_never_fail_a_request(lb_factory: LBFactory, workers: str) -> None:
+    lb = lb_factory(replicas="3", workers=workers)
     with Load(lb.url, workers=4, max_requests=20_000) as load:
         load.wait_for(200)
         for round_ in range(3):

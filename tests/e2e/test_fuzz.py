@@ -8,6 +8,7 @@ import socket
 import string
 
 import httpx
+import pytest
 
 from tests.lb_support import LBFactory
 
@@ -62,8 +63,9 @@ def test_odd_valid_requests_never_get_a_5xx(lb_factory: LBFactory) -> None:
         assert client.get("/home", params={"id": "1"}).status_code == 200
 
 
-def test_malformed_http_is_refused_and_the_lb_keeps_serving(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="1")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_malformed_http_is_refused_and_the_lb_keeps_serving(lb_factory: LBFactory, workers: str) -> None:
+    lb = lb_factory(replicas="1", workers=workers)
     for payload in MALFORMED:
         answer = raw_exchange(lb.port, payload)
         if answer:

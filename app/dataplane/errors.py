@@ -1,0 +1,23 @@
+"""Why an upstream call failed: the proxy picks retry, 502, 503 or 504 by the class."""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """Any failure to get a response from a replica."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No byte of the request reached the replica (refused, reset on connect, connect timeout)."""
+
+
+class UpstreamResetError(UpstreamError):
+    """The connection broke after the request was (maybe) sent and before a full response."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The replica accepted the request but did not answer within read_timeout."""
+
+
+class StaleConnectionError(UpstreamResetError):
+    """A reused keep-alive connection died before any response byte: the replica closed it while idle."""

@@ -1,0 +1,112 @@
+"""HTTP/1.1 wire pieces the data plane writes itself: status lines, error responses, chunks, request heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) plus content-length: each hop frames its own body.
+HOP_BY_HOP_HEADERS = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"content-length",
+    )
+)
+# Not forwarded in a request; Expect: 100-continue is answered by the LB itself.
+REQUEST_HOP_BY_HOP = HOP_BY_HOP_HEADERS | {b"expect"}
+# Not forwarded in a response: its framing is re-decided for the client (content-length is read apart).
+RESPONSE_HOP_BY_HOP = HOP_BY_HOP_HEADERS - {b"content-length"}
+# Methods whose requests carry a body by definition, so they always announce its length (even 0).
+BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+NO_BODY_STATUSES = frozenset((204, 304))
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
+}
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """One parsed client request head; header names are lower-case."""
+
+    method: bytes
+    target: bytes  # as received: path and query, still percent-encoded
+    path: str  # percent-decoded, as ASGI's scope["path"]
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+    version: str  # "1.1" or "1.0"
+    keep_alive: bool
+    upgrade: bool
+    length: int | None  # Content-Length, if any
+    chunked: bool
+    expect_continue: bool
+
+    @property
+    def has_body(self) -> bool:
+        """Whether body bytes follow the head."""
+        return self.chunked or bool(self.length)
+
+
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 <status> <reason>\\r\\n`, rendered once per status."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+def error_response(status: int, body: bytes, *, close: bool) -> bytes:
+    """A complete JSON error response."""
+    return b"".join(
+        (
+            status_line(status),
+            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n" if close else b"\r\n",
+            body,
+        )
+    )
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def encode_upstream_head(head: RequestHead, client_ip: bytes) -> bytes:
+    """The request head for the replica: end-to-end headers, X-Forwarded-For, this hop's framing."""
+    drop: frozenset[bytes] = REQUEST_HOP_BY_HOP
+    upgrade = b""
+    forwarded_for = b""
+    for name, value in head.headers:
+        if name == b"connection":
+            # Headers the client named in Connection are hop-by-hop too.
+            drop = drop | {t.strip().lower() for t in value.split(b",")}
+        elif name == b"upgrade":
+            upgrade = value
+    parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+    for name, value in head.headers:
+        if name in drop:
+            continue
+        if name == b"x-forwarded-for":
+            forwarded_for = value
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    chain = forwarded_for + b", " + client_ip if forwarded_for else client_ip
+    parts += (b"x-forwarded-for: ", chain, b"\r\n")
+    if head.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif head.length is not None:
+        parts.append(b"content-length: %d\r\n" % head.length)
+    elif head.method in BODY_METHODS:
+        parts.append(b"content-length: 0\r\n")
+    if head.upgrade and upgrade:
+        parts += (b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)

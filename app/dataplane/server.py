@@ -1,0 +1,463 @@
+"""The client side of the data plane: an asyncio Protocol with httptools, one per client connection.
+
+Proxied requests become a ProxyExchange right in the parser's callbacks (no ASGI scope, no Task); the
+LB's own paths go to the FastAPI app through a minimal ASGI bridge, so /docs, /add, /vote are unchanged.
+Requests on one connection are answered in order: a pipelined request waits (and reading pauses) until
+the one before it is answered. The limits nginx and HAProxy have live here: header read timeout, idle
+keep-alive timeout, maximum header size, maximum concurrent connections (refused at once beyond it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import unquote
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from app.dataplane.asgi_bridge import AsgiExchange
+from app.dataplane.exchange import DataPlane, ProxyExchange
+from app.dataplane.http1 import RequestHead, error_response
+from app.dataplane.replies import failure_body
+
+if TYPE_CHECKING:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.dataplane.front import LoadBalancerApp
+
+logger = logging.getLogger(__name__)
+
+# A guard on bytes buffered inside the parser before a header line completes (exact sizes are checked
+# per header): a single endless header line must not grow memory.
+_SEGMENT_SLACK = 64 * 1024
+# Lingering close: how long and how much of an unwanted request body we read before closing.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+
+
+class Exchange(Protocol):
+    """One request on a client connection (proxied or served by the app)."""
+
+    head: RequestHead
+    body_done: bool
+    leftover: bytes
+
+    @property
+    def started(self) -> bool: ...
+    def start(self) -> None: ...
+    def on_request_body(self, data: bytes) -> None: ...
+    def on_request_end(self) -> None: ...
+    def on_client_writable(self, writable: bool) -> None: ...
+    def on_client_lost(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FrontLimits:
+    """Client-side limits (LB_* settings)."""
+
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 4096
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+class Front:
+    """What every client connection shares: the app, its data plane once started, the limits."""
+
+    def __init__(self, app: LoadBalancerApp, limits: FrontLimits, owner: DataPlane | None = None) -> None:
+        self.app = app
+        self.limits = limits
+        self.owner = owner  # in a worker process: the LB's own paths are proxied to the owner process
+        self.is_reserved = app.is_reserved
+        self.too_many = error_response(503, failure_body("Too many connections"), close=True)
+        self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
+        self.malformed = error_response(400, failure_body("Malformed HTTP request"), close=True)
+        self.header_too_large = error_response(431, failure_body("Request header too large"), close=True)
+
+    def protocol(self, **kwargs: Any) -> ClientConnection:
+        """The factory uvicorn calls per connection (pass `http=front.protocol`)."""
+        return ClientConnection(front=self, **kwargs)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parse requests, dispatch them in order, enforce the limits."""
+
+    transport: asyncio.Transport
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        front: Front,
+    ) -> None:
+        self.config = config
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.front = front
+        self.limits = front.limits
+        self.parser = HttpRequestParser(self)
+        self.peer: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.ip = b""
+        self.keep_alive = True
+        self.writing_paused = False
+        self._paused: set[str] = set()
+        self._active: Exchange | None = None
+        self._queue: deque[Exchange] = deque()
+        self._current: Exchange | None = None
+        self._tunnel: ProxyExchange | None = None
+        self._upgrading: Exchange | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        # Timers are armed lazily: a head that arrives in one read, and a keep-alive connection that is
+        # busy again before its idle deadline, cost no TimerHandle per request.
+        self._head_started = self._idle_since = 0.0
+        self._drain: asyncio.Future[None] | None = None
+        self._pending_error = b""
+        self._refused = self._lost = self._in_head = self._head_too_large = self._lingering = False
+        self._head_bytes = self._head_raw = self._lingered = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._length: int | None = None
+        self._chunked = self._expect = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Refuse at once beyond the connection cap; otherwise start the header clock."""
+        self.transport = cast(asyncio.Transport, transport)
+        connections = self.server_state.connections
+        if len(connections) >= self.limits.max_connections:
+            self._refused = True
+            self.transport.write(self.front.too_many)
+            self.transport.close()
+            return
+        connections.add(self)  # type: ignore[arg-type]  # uvicorn types it as its own protocols
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = (str(peer[0]), int(peer[1]))
+            self.ip = self.peer[0].encode()
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple):
+            self.sockname = (str(sock[0]), int(sock[1]))
+        self._header_timer = self.loop.call_later(self.limits.header_timeout, self._on_header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Tell every pending exchange; forget the connection."""
+        self._lost = True
+        if self._refused:
+            return
+        self.server_state.connections.discard(self)
+        self._cancel_timers()
+        active, self._active = self._active, None
+        if active is not None:
+            active.on_client_lost()
+        while self._queue:
+            self._queue.popleft().on_client_lost()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser (or the tunnel)."""
+        if self._lingering:
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self.transport.close()
+            return
+        if self._tunnel is not None:
+            self._tunnel.on_client_data(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            # The Upgrade request is complete; what follows belongs to the tunnel, once the replica agrees.
+            self.pause_reading("upgrade")
+            if self._upgrading is not None:
+                self._upgrading.leftover = data[exc.args[0] :]
+            return
+        except HttpParserError:
+            self._reject(self.front.header_too_large if self._head_too_large else self.front.malformed)
+            return
+        if self._in_head:
+            self._head_raw += len(data)
+            if self._head_raw > self.limits.max_header_bytes + _SEGMENT_SLACK:
+                self._reject(self.front.header_too_large)
+            elif self._header_timer is None:
+                deadline = self._head_started + self.limits.header_timeout
+                self._header_timer = self.loop.call_at(deadline, self._on_header_timeout)
+
+    def eof_received(self) -> bool | None:
+        """A half-close: finish what was asked, then close (tunnels pass the EOF on)."""
+        if self._lingering:
+            return None  # the client is done sending: close now
+        if self._tunnel is not None:
+            self._tunnel.on_client_eof()
+            return True
+        if self._active is not None:
+            self.keep_alive = False
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        """The client reads slower than we write: pause the source."""
+        self.writing_paused = True
+        if self._active is not None:
+            self._active.on_client_writable(False)
+
+    def resume_writing(self) -> None:
+        """The client caught up."""
+        self.writing_paused = False
+        if self._active is not None:
+            self._active.on_client_writable(True)
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """A new request: its header must complete within the header timeout."""
+        self._in_head = True
+        self._head_bytes = self._head_raw = 0
+        self._url = b""
+        self._headers = []
+        self._length = None
+        self._chunked = self._expect = False
+        self._head_started = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        """The request target (may come in pieces)."""
+        self._url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect headers, lower-cased; note the framing."""
+        self._count_head(len(name) + len(value) + 4)
+        name = name.lower()
+        if name == b"content-length":
+            self._length = int(value)  # llhttp has validated it (digits only, no duplicates)
+        elif name == b"transfer-encoding":
+            self._chunked = True  # llhttp refuses anything but a final "chunked" in a request
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Build the exchange: proxied here, or the app's own path through ASGI."""
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._in_head = False
+        parser = self.parser
+        url = self._url
+        if url[:1] != b"/":
+            parsed = parse_url(url)  # absolute-form, e.g. "http://host/path?q"
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        else:
+            raw_path, _, query = url.partition(b"?")
+        method = parser.get_method()
+        head = RequestHead(
+            method=method,
+            target=url if url[:1] == b"/" else raw_path + (b"?" + query if query else b""),
+            path=unquote(raw_path.decode("latin-1")),
+            query=query,
+            headers=self._headers,
+            version=parser.get_http_version(),
+            keep_alive=parser.should_keep_alive(),
+            upgrade=parser.should_upgrade(),
+            length=self._length,
+            chunked=self._chunked,
+            expect_continue=self._expect,
+        )
+        self.server_state.total_requests += 1
+        plane: DataPlane | None = self.front.app.data_plane
+        exchange: Exchange
+        if method == b"CONNECT" or self.front.is_reserved(head.path):
+            owner = self.front.owner
+            if owner is None:
+                exchange = AsgiExchange(self, head, self.front.app.max_control_body_bytes)
+            else:
+                exchange = ProxyExchange(owner, self, head)
+        elif plane is not None:
+            exchange = ProxyExchange(plane, self, head)
+        else:
+            exchange = AsgiExchange(self, head, self.limits.max_body_bytes)
+        self._current = exchange
+        if head.upgrade:
+            self._upgrading = exchange
+        if self._active is None:
+            self._active = exchange
+            exchange.start()
+        else:
+            self._queue.append(exchange)
+            self.pause_reading("pipeline")
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the current request's body."""
+        if self._current is not None:
+            self._current.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        """The current request's body is complete."""
+        current, self._current = self._current, None
+        if current is not None:
+            current.on_request_end()
+
+    # -- used by exchanges -----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client."""
+        if not self._lost:
+            self.transport.write(data)
+
+    def error_bytes(self, status: int, body: bytes) -> bytes:
+        """An error response, saying `close` when the connection will close after it."""
+        active = self._active
+        close = not self.keep_alive or (active is not None and not active.head.keep_alive)
+        response = error_response(status, body, close=close)
+        if active is not None and active.head.method == b"HEAD":
+            return response[: len(response) - len(body)]  # the same head, no body
+        return response
+
+    def finish(self, exchange: Exchange) -> None:
+        """`exchange` wrote its whole response: start the next pipelined request, or wait for one."""
+        if exchange is not self._active:
+            return
+        self._active = None
+        if not (self.keep_alive and exchange.head.keep_alive):
+            self.keep_alive = False
+            if self._pending_error:
+                self.write(self._pending_error)
+            self.close()
+            return
+        if self._queue:
+            following = self._queue.popleft()
+            if not self._queue:
+                self.resume_reading("pipeline")
+            self._active = following
+            following.start()
+            return
+        self.resume_reading("pipeline")
+        if not self._in_head and not self._lost:
+            self._idle_since = now = self.loop.time()
+            if self._idle_timer is None:
+                deadline = now + self.limits.keep_alive_timeout
+                self._idle_timer = self.loop.call_at(deadline, self._on_idle_timeout)
+
+    def start_tunnel(self, exchange: ProxyExchange) -> None:
+        """After a 101: client bytes go to the replica as they come, no more HTTP parsing."""
+        self._tunnel = exchange
+        self._cancel_timers()
+        if exchange.leftover:
+            exchange.on_client_data(exchange.leftover)
+            exchange.leftover = b""
+        self.resume_reading("upgrade")
+
+    def pause_reading(self, reason: str) -> None:
+        """Stop reading the client for `reason` (several reasons may hold at once)."""
+        if not self._paused and not self._lost:
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        """Lift `reason`; read again once no reason is left."""
+        paused = self._paused
+        if reason in paused:
+            paused.discard(reason)
+            if not paused and not self._lost:
+                self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        """Wait until the client takes bytes again (ASGI sends)."""
+        if self.writing_paused and not self._lost:
+            self._drain = self.loop.create_future()
+            await self._drain
+
+    def close(self) -> None:
+        """Close after the buffered bytes are sent; linger while the client may still be sending a body.
+
+        Closing a socket with unread bytes in it sends a reset, which can destroy our answer (e.g. a 413)
+        before the client reads it; so, like nginx's lingering close, half-close and drain a little first.
+        """
+        if self._lost or self._lingering:
+            return
+        if not (self._current is not None or self._in_head) or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self._cancel_timers()
+        self.transport.write_eof()
+        self._paused.clear()
+        self.transport.resume_reading()
+        self._idle_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def abort(self) -> None:
+        """Break the connection now: the client must see a truncated response, not a complete one."""
+        if not self._lost:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: close when idle, else after the current response."""
+        if self._active is None:
+            self.close()
+        else:
+            self.keep_alive = False
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._head_too_large = True
+            raise ValueError("request header too large")  # stops the parser: HttpParserCallbackError
+
+    def _reject(self, response: bytes) -> None:
+        """A request we refuse to parse further: answer once the earlier ones are answered, then close."""
+        self.pause_reading("rejected")
+        self.keep_alive = False
+        active = self._active
+        if active is not None and active is self._current:
+            # Its own body is malformed: it can never complete.
+            self._active = None
+            active.on_client_lost()
+            if active.started:
+                self.abort()
+                return
+        if self._active is None:
+            self.write(response)
+            self.close()
+        else:
+            self._pending_error = response
+            self._queue.clear()
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        if self._active is None:
+            self.write(self.front.header_timeout)
+            self.close()
+        else:
+            self.keep_alive = False  # a pipelined request's head stalls: close after the current one
+
+    def _on_idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self._active is not None or self._in_head or self._lingering or self._tunnel is not None:
+            return  # busy: finish() re-arms
+        deadline = self._idle_since + self.limits.keep_alive_timeout
+        if self.loop.time() < deadline:
+            self._idle_timer = self.loop.call_at(deadline, self._on_idle_timeout)
+        else:
+            self.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._header_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._idle_timer = None

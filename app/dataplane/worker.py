@@ -1,0 +1,201 @@
+"""A data-plane worker process (LB_WORKERS > 1): serves the shared port with the owner's routing table.
+
+Started by the owner's WorkerHub as `python -m app.dataplane.worker`; reads the same LB_* settings.
+It starts no replicas and probes nothing: its ring and replica addresses come from the owner, and
+the LB's own paths are proxied to the owner, so /add, /rep and /status answer the same from any worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import uvicorn
+import uvloop
+
+from app.control.routing import RoutingTable
+from app.dataplane.exchange import DataPlane
+from app.dataplane.front import LoadBalancerApp
+from app.dataplane.hub import encode_message, read_message
+from app.dataplane.keys import make_key_extractor
+from app.dataplane.server import Front
+from app.dataplane.upstream import UpstreamPool
+from app.main import create_app
+from app.ring import Ring
+from app.ring.registry import make_strategy
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+OWNER = "the LB's owner process"
+
+
+class SingleRing:
+    """A ring of one: every key goes to `name`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def lookup(self, key: str) -> str:
+        """Always the one name."""
+        return self.name
+
+    def successors(self, key: str) -> Iterator[str]:
+        """Only the one name: nothing to fail over to."""
+        yield self.name
+
+
+class RemoteRouting:
+    """The owner's routing table as last pushed; failures seen here are reported to the owner."""
+
+    def __init__(self, settings: Settings, writer: asyncio.StreamWriter) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.table = RoutingTable(make_strategy(settings.strategy, settings.vnodes).build([]), {})
+
+    def apply(self, ring: Ring, members: list[tuple[str, str]]) -> None:
+        """Swap in the owner's ring; keep the connection pools of replicas whose address is unchanged."""
+        old = {pool.address: pool for pool in self.table.upstreams.values()}
+        upstreams: dict[str, UpstreamPool] = {}
+        for name, address in members:
+            pool = old.pop(address, None)
+            if pool is None:
+                host, port = address.rsplit(":", 1)
+                pool = UpstreamPool(
+                    host.strip("[]"),
+                    int(port),
+                    connect_timeout=self.settings.connect_timeout,
+                    read_timeout=self.settings.read_timeout,
+                    max_idle=self.settings.max_idle_connections,
+                )
+            upstreams[name] = pool
+        self.table = RoutingTable(ring, upstreams)
+        for gone in old.values():
+            asyncio.get_running_loop().create_task(gone.close())
+
+    def report_failure(self, name: str, reason: str) -> None:
+        """Tell the owner; its pool decides, and pushes the new table back."""
+        if not self.writer.is_closing():
+            self.writer.write(encode_message(("failure", name, reason)))
+
+
+class OwnerRouting:
+    """Routing for the LB's own paths: everything goes to the owner's private listener."""
+
+    def __init__(self, address: str, settings: Settings) -> None:
+        host, port = address.rsplit(":", 1)
+        # /add waits for new replicas to start: give it their start timeout and more.
+        timeout = max(60.0, 3 * settings.start_timeout)
+        self.pool = UpstreamPool(host, int(port), connect_timeout=2.0, read_timeout=timeout)
+        self.table = RoutingTable(SingleRing(OWNER), {OWNER: self.pool})
+
+    def report_failure(self, name: str, reason: str) -> None:
+        """The owner is not a replica: nothing to take off a ring."""
+
+
+def bind_reuseport(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes of this LB may bind too (the kernel spreads connections)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def make_config(
+    app: Any,
+    front: Front,
+    settings: Settings,
+    *,
+    lifespan: Literal["on", "off"],
+    loop: Literal["none", "uvloop"] = "none",
+) -> uvicorn.Config:
+    """The uvicorn config every LB process uses: our Protocol, no per-request extras."""
+    return uvicorn.Config(
+        app,
+        loop=loop,  # "none": the caller runs uvloop itself
+        http=front.protocol,  # type: ignore[arg-type]  # our Protocol: proxied requests never become ASGI
+        lifespan=lifespan,
+        log_config=None,
+        access_log=settings.access_log,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+async def serve(settings: Settings, control: str, owner: str) -> None:
+    """Take the first table from the owner, then serve until told to stop or the owner goes away."""
+    from app.__main__ import front_limits
+
+    reader, writer = await asyncio.open_unix_connection(control)
+    routing = RemoteRouting(settings, writer)
+    _, ring, members = await read_message(reader)
+    routing.apply(ring, members)
+    app = create_app(settings)  # for its route list only: its lifespan (replicas, probes) never runs here
+    assert isinstance(app, LoadBalancerApp)
+    extract_key = make_key_extractor(settings.key_source, settings.key_name)
+    app.data_plane = DataPlane(
+        routing,
+        extract_key,
+        max_tries=settings.max_tries,
+        max_body_bytes=settings.max_body_bytes,
+        balance_factor=settings.balance_factor,  # on this worker's own in-flight counts
+    )
+    owner_plane = DataPlane(
+        OwnerRouting(owner, settings),
+        lambda scope: OWNER,
+        max_tries=1,
+        max_body_bytes=settings.max_control_body_bytes,
+        translate_404=False,
+    )
+    front = Front(app, front_limits(settings), owner=owner_plane)
+    server = uvicorn.Server(make_config(app, front, settings, lifespan="off"))
+
+    async def follow() -> None:
+        try:
+            while True:
+                kind, ring, members = await read_message(reader)
+                if kind == "table":
+                    routing.apply(ring, members)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            logger.warning("the owner process went away; stopping")
+            server.should_exit = True
+
+    follower = asyncio.create_task(follow())
+    try:
+        # LB_FD: the owner passed its inherited socket on; otherwise each worker binds the port itself.
+        sock = socket.socket(fileno=settings.fd) if settings.fd is not None else None
+        await server.serve(sockets=[sock or bind_reuseport(settings.host, settings.port)])
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        writer.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of a worker process."""
+    from app.__main__ import load_settings
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--control", required=True, help="the owner's unix socket")
+    parser.add_argument("--owner", required=True, help="host:port of the owner's private listener")
+    parser.add_argument("--index", type=int, default=1)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
+    )
+    uvloop.run(serve(settings, args.control, args.owner))
+
+
+if __name__ == "__main__":
+    main()
