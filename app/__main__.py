@@ -98,17 +98,6 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def front_limits(settings: Settings) -> FrontLimits:
-    """The client side's view of the settings."""
-    return FrontLimits(
-        header_timeout=settings.header_timeout,
-        keep_alive_timeout=settings.keep_alive_timeout,
-        max_header_bytes=settings.max_header_bytes,
-        max_connections=settings.max_connections,
-        max_body_bytes=settings.max_body_bytes,
-    )
-
-
 def main() -> None:
     """Configure logging, bind the port, then serve on uvloop + httptools (the fastest uvicorn stack)."""
     settings = load_settings()
@@ -121,7 +110,7 @@ def main() -> None:
     logger.info("open %s", where_to_look(host, port))
     app = create_app(settings)
     assert isinstance(app, LoadBalancerApp)
-    front = Front(app, front_limits(settings))
+    front = Front(app, FrontLimits.from_settings(settings))
     loop: Literal["none", "uvloop"] = "none" if settings.workers > 1 else "uvloop"  # workers: we run uvloop
     config = make_config(app, front, settings, lifespan="on", loop=loop)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -60,15 +60,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = make_membership(settings, strategy)
     pool.subscribe(lambda table: stats.ring_rebuilt())
     pool.observe_transitions(stats.transition)
-    extract_key = make_key_extractor(settings.key_source, settings.key_name)
-    proxy = Proxy(
+    plane = DataPlane(
         pool,
-        extract_key,
+        make_key_extractor(settings.key_source, settings.key_name),
         max_tries=settings.max_tries,
         max_body_bytes=settings.max_body_bytes,
         stats=stats,
         balance_factor=settings.balance_factor,
     )
+    proxy = Proxy(plane)
     app.state.strategy = strategy
     app.state.stats = stats
     app.state.pool = pool
@@ -80,7 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.start(settings.replicas)
         if settings.fast_path and isinstance(app, LoadBalancerApp):
             app.fast_proxy = proxy
-            app.data_plane = DataPlane.like(proxy)
+            app.data_plane = plane
         yield
     finally:
         if isinstance(app, LoadBalancerApp):

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.backends import BACKENDS, Backend
-from tests.lb_support import LBFactory, RunningLB, start_lb
+from tests.lb_support import LBFactory, RunningLB, echo_command, start_lb
+
+__all__ = ["echo_command"]  # tests import it from here too
 
 pytest_plugins = ["tests.docker_support", "tests.swarm_support", "tests.browser_support"]
-
-ECHO_REPLICA = ["{python}", "-m", "tests.echo_replica", "--fd", "{fd}"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,10 +47,3 @@ def lb(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[R
     running.backend = own
     yield running
     running.stop()
-
-
-def echo_command() -> list[str]:
-    """LB_REPLICA_COMMAND for replicas that echo the request (tests/echo_replica.py)."""
-    import sys
-
-    return [part.replace("{python}", sys.executable) for part in ECHO_REPLICA]

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,3 +173,18 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def echo_command() -> list[str]:
+    """LB_REPLICA_COMMAND for replicas that echo the request (tests/echo_replica.py)."""
+    return [sys.executable, "-m", "tests.echo_replica", "--fd", "{fd}"]
+
+
+@contextmanager
+def echo_lb(workdir: Path, **settings: Any) -> Iterator[RunningLB]:
+    """An LB over two replicas that echo requests (tests/echo_replica.py), stopped when the block ends."""
+    lb = start_lb(workdir, **{"replicas": "2", "replica_command": echo_command(), **settings})
+    try:
+        yield lb
+    finally:
+        lb.stop()

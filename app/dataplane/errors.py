@@ -21,3 +21,11 @@ class UpstreamTimeout(UpstreamError):
 
 class StaleConnectionError(UpstreamResetError):
     """A reused keep-alive connection died before any response byte: the replica closed it while idle."""
+
+
+def closed_early(address: str, reused_and_unanswered: bool) -> UpstreamResetError:
+    """The error for a replica connection that closed before a full response: a reused connection that
+    never answered was stale (safe to retry anywhere); anything else may have been processed."""
+    if reused_and_unanswered:
+        return StaleConnectionError(f"{address} closed a reused connection before answering")
+    return UpstreamResetError(f"{address} closed the connection before a full response")

@@ -39,7 +39,6 @@ from app.errors import NoReplicasError, quote
 from app.metrics import Stats
 
 if TYPE_CHECKING:
-    from app.dataplane.proxy import Proxy
     from app.dataplane.server import ClientConnection
 
 logger = logging.getLogger(__name__)
@@ -86,18 +85,6 @@ class DataPlane:
         self.too_large = too_large(max_body_bytes)
         self.buffer_bytes = min(max_body_bytes + 1, BUFFER_LIMIT)  # body read before a replica is picked
         self.tasks: set[asyncio.Task[None]] = set()  # connects in progress (strong references)
-
-    @classmethod
-    def like(cls, proxy: Proxy) -> DataPlane:
-        """The same routing, limits and counters as the ASGI proxy (LB_FAST_PATH=false serves with that)."""
-        return cls(
-            proxy.pool,
-            proxy.extract_key,
-            max_tries=proxy.max_tries,
-            max_body_bytes=proxy.max_body_bytes,
-            stats=proxy.stats,
-            balance_factor=proxy.balance_factor,
-        )
 
     def spawn(self, coro: Any) -> None:
         """Run a rare slow step (a new upstream connection) without losing the Task."""
@@ -254,6 +241,10 @@ class ProxyExchange:
 
     def on_client_lost(self) -> None:
         """The client went away: drop the upstream connection (its state is unknown)."""
+        self._abandon_upstream()
+
+    def _abandon_upstream(self) -> None:
+        """End the exchange and let go of its upstream connection without reusing it."""
         self._done = True
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -496,11 +487,7 @@ class ProxyExchange:
 
     def _finish_broken(self) -> None:
         """A failure after the response started: close the client so it sees a truncated response."""
-        self._done = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.unbind()
-        self._leave()
+        self._abandon_upstream()
         self._client.abort()
 
     def _unpause_client(self) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.control.membership import Membership
 from app.dataplane.balance import pick_bounded
-from app.dataplane.keys import KeyExtractor, random_key
+from app.dataplane.keys import random_key
 from app.dataplane.limits import declared_length, read_body, too_large
 from app.dataplane.replies import failure_body, reply
 from app.dataplane.upstream import (
@@ -27,7 +26,9 @@ from app.dataplane.upstream import (
     UpstreamTimeout,
 )
 from app.errors import NoReplicasError, quote
-from app.metrics import Stats
+
+if TYPE_CHECKING:
+    from app.dataplane.exchange import DataPlane
 
 logger = logging.getLogger(__name__)
 
@@ -39,25 +40,17 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class Proxy:
     """A raw ASGI app that forwards a request to the replica its key hashes to, with retries."""
 
-    def __init__(
-        self,
-        pool: Membership,
-        extract_key: KeyExtractor,
-        *,
-        max_tries: int = 3,
-        max_body_bytes: int = 10 * 1024 * 1024,
-        stats: Stats | None = None,
-        balance_factor: float | None = None,
-    ) -> None:
-        self.pool = pool
-        self.stats = stats or Stats()
+    def __init__(self, plane: DataPlane) -> None:
+        """The buffered ASGI path (LB_FAST_PATH=false), with the data plane's routing, limits and counters."""
+        self.pool = plane.pool
+        self.stats = plane.stats
         self._replica_stats = self.stats.replicas  # the dict itself: one lookup per request
-        self.balance_factor = balance_factor  # None: plain consistent hashing
-        self.extract_key = extract_key
-        self.max_tries = max_tries
-        self.max_body_bytes = max_body_bytes
+        self.balance_factor = plane.balance_factor  # None: plain consistent hashing
+        self.extract_key = plane.extract_key
+        self.max_tries = plane.max_tries
+        self.max_body_bytes = plane.max_body_bytes
         self._methods: dict[str, bytes] = {}
-        self._no_replicas = failure_body("No replicas available to serve the request")
+        self._no_replicas = plane.no_replicas
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = self._methods.get(scope["method"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from uvicorn.server import ServerState
 
     from app.dataplane.front import LoadBalancerApp
+    from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +58,18 @@ class Exchange(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FrontLimits:
-    """Client-side limits (LB_* settings)."""
+    """Client-side limits: each field is the LB_* setting of the same name (defaults live there)."""
 
-    header_timeout: float = 10.0
-    keep_alive_timeout: float = 5.0
-    max_header_bytes: int = 16 * 1024
-    max_connections: int = 4096
-    max_body_bytes: int = 10 * 1024 * 1024
+    header_timeout: float
+    keep_alive_timeout: float
+    max_header_bytes: int
+    max_connections: int
+    max_body_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FrontLimits:
+        """The client side's view of the settings."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 class Front:

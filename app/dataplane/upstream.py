@@ -21,6 +21,7 @@ from app.dataplane.errors import (
     UpstreamError,
     UpstreamResetError,
     UpstreamTimeout,
+    closed_early,
 )
 from app.dataplane.http1 import BODY_METHODS, HOP_BY_HOP_HEADERS
 from app.dataplane.upstream_stream import StreamConnection
@@ -154,14 +155,8 @@ class _Connection(asyncio.Protocol):
         if self._status and not self._framed and exc is None:
             # No content-length and not chunked: the body is everything up to EOF (HTTP/1.0 style).
             waiter.set_result(UpstreamResponse(self._status, self._headers, b"".join(self._body)))
-        elif self._served and not self._received:
-            waiter.set_exception(
-                StaleConnectionError(f"{self._pool.address} closed a reused connection before answering")
-            )
         else:
-            waiter.set_exception(
-                UpstreamResetError(f"{self._pool.address} closed the connection before a full response")
-            )
+            waiter.set_exception(closed_early(self._pool.address, self._served and not self._received))
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
@@ -422,14 +417,10 @@ class UpstreamPool:
         return await self._open(lambda: StreamConnection(self, loop))
 
     def _release_stream(self, conn: StreamConnection) -> None:
-        if self._closed or len(self._idle_streams) >= self._max_idle:
-            conn.close()
-        else:
-            self._idle_streams.append(conn)
+        self._park(conn, self._idle_streams)
 
     def _forget_stream(self, conn: StreamConnection) -> None:
-        if conn in self._idle_streams:
-            self._idle_streams.remove(conn)
+        _unpark(conn, self._idle_streams)
 
     def _take_idle(self) -> _Connection | None:
         return _pop_usable(self._idle)
@@ -449,17 +440,25 @@ class UpstreamPool:
         return conn
 
     def _release(self, conn: _Connection) -> None:
-        if self._closed or len(self._idle) >= self._max_idle:
-            conn.close()
-        else:
-            self._idle.append(conn)
+        self._park(conn, self._idle)
 
     def _forget(self, conn: _Connection) -> None:
-        if conn in self._idle:
-            self._idle.remove(conn)
+        _unpark(conn, self._idle)
+
+    def _park(self, conn: _Conn, idle: list[_Conn]) -> None:
+        """Keep a finished connection for reuse, unless the pool is closed or holds enough already."""
+        if self._closed or len(idle) >= self._max_idle:
+            conn.close()
+        else:
+            idle.append(conn)
 
 
 _Conn = TypeVar("_Conn", _Connection, StreamConnection)
+
+
+def _unpark(conn: _Conn, idle: list[_Conn]) -> None:
+    if conn in idle:
+        idle.remove(conn)
 
 
 def _pop_usable(idle: list[_Conn]) -> _Conn | None:

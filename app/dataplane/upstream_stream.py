@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Protocol, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from app.dataplane.errors import (
-    StaleConnectionError,
     UpstreamError,
     UpstreamResetError,
     UpstreamTimeout,
+    closed_early,
 )
 from app.dataplane.http1 import RESPONSE_HOP_BY_HOP
 
@@ -129,14 +129,8 @@ class StreamConnection(asyncio.Protocol):
             sink.on_tunnel_closed()
         elif self._status and self._length is None and not self._chunked and exc is None:
             sink.on_response_end()  # no length, not chunked: the body ran until EOF
-        elif self._served and not self._received:
-            sink.on_upstream_error(
-                StaleConnectionError(f"{self._pool.address} closed a reused connection before answering")
-            )
         else:
-            sink.on_upstream_error(
-                UpstreamResetError(f"{self._pool.address} closed the connection before a full response")
-            )
+            sink.on_upstream_error(closed_early(self._pool.address, self._served and not self._received))
 
     def pause_writing(self) -> None:
         """The replica's receive window is full: stop reading the client's body."""

@@ -23,7 +23,7 @@ from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.hub import encode_message, read_message
 from app.dataplane.keys import make_key_extractor
-from app.dataplane.server import Front
+from app.dataplane.server import Front, FrontLimits
 from app.dataplane.upstream import UpstreamPool
 from app.main import create_app
 from app.ring import Ring
@@ -132,7 +132,6 @@ def make_config(
 
 async def serve(settings: Settings, control: str, owner: str) -> None:
     """Take the first table from the owner, then serve until told to stop or the owner goes away."""
-    from app.__main__ import front_limits
 
     reader, writer = await asyncio.open_unix_connection(control)
     routing = RemoteRouting(settings, writer)
@@ -155,7 +154,7 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
         max_body_bytes=settings.max_control_body_bytes,
         translate_404=False,
     )
-    front = Front(app, front_limits(settings), owner=owner_plane)
+    front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane)
     server = uvicorn.Server(make_config(app, front, settings, lifespan="off"))
 
     async def follow() -> None:

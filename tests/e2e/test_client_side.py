@@ -10,25 +10,21 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import echo_command
-from tests.lb_support import RunningLB, start_lb, wait_until
+from tests.lb_support import RunningLB, echo_lb, start_lb, wait_until
 
 SLOW_CLIENTS = 60
 
 
 @pytest.fixture(scope="module")
 def edge_lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
-    running = start_lb(
+    with echo_lb(
         tmp_path_factory.mktemp("edge"),
-        replicas="2",
-        replica_command=echo_command(),
         header_timeout="1",
         keep_alive_timeout="1",
         max_header_bytes="4096",
         max_connections="200",
-    )
-    yield running
-    running.stop()
+    ) as running:
+        yield running
 
 
 def connect(lb: RunningLB) -> socket.socket:

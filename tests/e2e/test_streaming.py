@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import echo_command
-from tests.lb_support import RunningLB, start_lb, wait_until
+from tests.lb_support import RunningLB, echo_lb, start_lb, wait_until
 
 MIB = 1024 * 1024
 SIZE_MIB = 48  # large enough that buffering it (old LB: ~3 copies) would show; small enough to be quick
@@ -28,15 +28,12 @@ def rss(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def stream_lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
-    running = start_lb(
+    with echo_lb(
         tmp_path_factory.mktemp("stream"),
-        replicas="2",
-        replica_command=echo_command(),
         max_body_bytes=str(2 * SIZE_MIB * MIB),
         read_timeout="5",
-    )
-    yield running
-    running.stop()
+    ) as running:
+        yield running
 
 
 def settle(lb: RunningLB) -> int:

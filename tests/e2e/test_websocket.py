@@ -47,6 +47,7 @@ def test_connections_with_the_same_key_reach_the_same_replica(ws_lb: RunningLB) 
 def test_killing_the_replica_closes_the_client_socket(ws_lb: RunningLB) -> None:
     with open_ws(ws_lb, "doomed") as ws:
         name = ws.recv(timeout=10)
+        assert isinstance(name, str)
         os.kill(replica_pids(ws_lb)[name], signal.SIGKILL)
         with pytest.raises(ConnectionClosed):
             for _ in range(100):  # bounded: the close must come well before this runs out

@@ -167,5 +167,4 @@ def test_workers_die_with_the_owner(two_workers: RunningLB) -> None:
     workers = worker_pids(lb)
     lb.proc.send_signal(signal.SIGKILL)
     lb.proc.wait(10)
-    for pid in workers:
-        wait_until(lambda pid=pid: not alive(pid), timeout=15)
+    wait_until(lambda: not any(alive(pid) for pid in workers), timeout=15)
