@@ -25,7 +25,7 @@ help:
 	@echo "make install             the virtualenv (.venv) with every dependency"
 	@echo "make bench               proxy throughput vs nginx and a direct call -> $(BENCH_OUT)/results.md"
 	@echo "make bench-report        the same, refreshing the committed bench/results.md"
-	@echo "make experiments         experiments A-1..A-4 -> $(EXPERIMENTS_OUT)/REPORT.md"
+	@echo "make experiments         experiments A-1..A-5 -> $(EXPERIMENTS_OUT)/REPORT.md"
 	@echo "make experiments-report  the same, refreshing the committed experiments/REPORT.md and figures"
 	@echo "make docker-engine       start a Docker engine if one is installed but stopped"
 	@echo "make docker-base         print (and build if needed) the base image the Dockerfiles use"

@@ -1,4 +1,4 @@
-"""Smoke tests of experiments A-1..A-4 and run_all: each main() in a quick mode against real LBs.
+"""Smoke tests of experiments A-1..A-5 and run_all: each main() in a quick mode against real LBs.
 
 They check the outputs, not the findings: the files exist, counts add up to the requests sent, and no
 request failed. The full-size run is `make experiments`.
