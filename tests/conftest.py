@@ -40,10 +40,16 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="module")
-def lb(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[RunningLB]:
+def workers() -> str:
+    """LB_WORKERS for a module's LBs: 1 unless the module overrides this fixture with params."""
+    return "1"
+
+
+@pytest.fixture(scope="module")
+def lb(tmp_path_factory: pytest.TempPathFactory, backend: Backend, workers: str) -> Iterator[RunningLB]:
     """One LB with 3 default replicas on `backend`, shared by a module's read-mostly tests."""
     own = backend.fresh()
-    running = start_lb(tmp_path_factory.mktemp("lb"), **own.settings)
+    running = start_lb(tmp_path_factory.mktemp("lb"), workers=workers, **own.settings)
     running.backend = own
     yield running
     running.stop()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = ["LBFactory", "RunningLB", "start_lb", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE = 60.0
+FRESH = 40  # new connections per check: the kernel spreads them over the LB's processes
 
 
 def child_pids(pid: int) -> set[int]:
@@ -55,11 +57,18 @@ class RunningLB:
     backend: Any = None  # tests.backends.Backend the LB runs on (names to expect)
 
     def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+        # Several processes: a new connection per request, so a test's checks reach all of them.
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=0 if self.workers > 1 else 20)
+        self.client = httpx.Client(base_url=self.url, timeout=10.0, limits=limits)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def workers(self) -> int:
+        """LB_WORKERS: how many processes serve the port."""
+        return int(self.env.get("LB_WORKERS", "1"))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -126,7 +135,37 @@ def start_lb(workdir: Path, **settings: Any) -> RunningLB:
             return False
 
     wait_until(ready, timeout=START_DEADLINE, interval=0.05)
+    if lb.workers > 1:
+        wait_until(lambda: len(worker_pids(lb)) == lb.workers - 1, timeout=START_DEADLINE)
+        for worker in worker_pids(lb):
+            wait_until(partial(served_by, lb, worker), timeout=START_DEADLINE)
     return lb
+
+
+def worker_pids(lb: RunningLB) -> list[int]:
+    """The LB's data-plane worker processes (LB_WORKERS > 1; not its replicas)."""
+    pids = []
+    for pid in descendants(lb.proc.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"app.dataplane.worker" in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def fresh_get(lb: RunningLB, path: str, **params: str) -> httpx.Response:
+    """One request on a new connection (which may land on any of the LB's processes)."""
+    return httpx.get(f"{lb.url}{path}", params=params, timeout=10, headers={"connection": "close"})
+
+
+def served_by(lb: RunningLB, worker: int) -> bool:
+    """Whether `worker` takes part: its CPU time grows while fresh connections come in."""
+    before = cpu_seconds(worker)
+    for _ in range(FRESH):
+        assert fresh_get(lb, "/healthz").status_code == 200
+    return cpu_seconds(worker) > before
 
 
 def _json(value: Any) -> str:

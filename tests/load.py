@@ -21,6 +21,7 @@ class Load:
     workers: int = 4
     max_requests: int = 20_000
     max_seconds: float = 60.0
+    new_connections: bool = False  # one connection per request: spread over the processes of LB_WORKERS > 1
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     served_by: Counter[str] = field(default_factory=Counter)
@@ -54,7 +55,10 @@ class Load:
             time.sleep(0.01)
 
     def _run(self, worker: int, deadline: float) -> None:
-        with httpx.Client(base_url=self.url, timeout=10.0) as client:
+        limits = httpx.Limits(
+            max_connections=100, max_keepalive_connections=0 if self.new_connections else 20
+        )
+        with httpx.Client(base_url=self.url, timeout=10.0, limits=limits) as client:
             k = 0
             while not self._stop.is_set() and time.monotonic() < deadline:
                 with self._lock:
@@ -75,13 +79,17 @@ class Load:
 
 
 def seconds_to_recover(
-    url: str, kill: Callable[[], object], recovered: Callable[[], object], timeout: float
+    url: str,
+    kill: Callable[[], object],
+    recovered: Callable[[], object],
+    timeout: float,
+    new_connections: bool = False,
 ) -> float:
     """Kill a replica in the middle of a bounded GET load; seconds until `recovered()` holds.
 
     Fails the test if any request of the load failed: clients must never see the kill.
     """
-    with Load(url, workers=4, max_requests=30_000) as load:
+    with Load(url, workers=4, max_requests=30_000, new_connections=new_connections) as load:
         load.wait_for(300)
         killed_at = time.monotonic()
         kill()

@@ -1,4 +1,5 @@
-"""Every row of the HTTP contract (docs/contract.md) against the real LB and real replica processes."""
+"""Every row of the HTTP contract (docs/contract.md) against the real LB and real replica processes,
+served by one process and by two (LB_WORKERS=2: every check on a new connection, so both answer)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from tests.lb_support import LBFactory, RunningLB
 
 ADD_TOO_MANY = "Length of hostname list is more than newly added instances"
 RM_TOO_MANY = "Length of hostname list is more than removable instances"
+
+
+@pytest.fixture(scope="module", params=["1", "2"], ids=lambda w: f"workers{w}")
+def workers(request: pytest.FixtureRequest) -> str:
+    """LB_WORKERS for this module's LBs (overrides the conftest's "1")."""
+    count: str = request.param
+    return count
 
 
 def membership(response: httpx.Response) -> list[str]:
@@ -141,9 +149,9 @@ def test_malformed_bodies_are_400(lb: RunningLB, raw: bytes) -> None:
 # ----- membership changes on their own LB, once per backend -------------------------------------------
 
 
-def test_add_and_remove_follow_the_contract(lb_factory: LBFactory, backend: Backend) -> None:
+def test_add_and_remove_follow_the_contract(lb_factory: LBFactory, backend: Backend, workers: str) -> None:
     be = backend.fresh()
-    lb = lb_factory(**be.settings)
+    lb = lb_factory(workers=workers, **be.settings)
     s4, s5 = be.host("S4"), be.host("S5")
     names = membership(lb.client.post("/add", json={"n": 2, "hostnames": [s5, s4]}))
     assert names == natural([s4, s5, *be.gen(1, 2, 3)])
@@ -159,9 +167,11 @@ def test_add_and_remove_follow_the_contract(lb_factory: LBFactory, backend: Back
     assert membership(lb.client.post("/add", json={"n": 1})) == be.gen(1, 2, 3, 4)
 
 
-def test_clearing_the_pool_then_503_then_names_are_reusable(lb_factory: LBFactory, backend: Backend) -> None:
+def test_clearing_the_pool_then_503_then_names_are_reusable(
+    lb_factory: LBFactory, backend: Backend, workers: str
+) -> None:
     be = backend.fresh()
-    lb = lb_factory(replicas="2", **be.settings)
+    lb = lb_factory(replicas="2", workers=workers, **be.settings)
     assert membership(lb.client.request("DELETE", "/rm", json={"n": 10, "hostnames": []})) == []
     body = assert_failure(lb.client.get("/home"), 503)
     assert "replica" in body["message"].lower()
@@ -173,9 +183,11 @@ def test_clearing_the_pool_then_503_then_names_are_reusable(lb_factory: LBFactor
     assert membership(lb.client.post("/add", json={"n": 1, "hostnames": [names[1]]})) == names
 
 
-def test_removing_a_replica_moves_only_its_keys(lb_factory: LBFactory, backend: Backend) -> None:
+def test_removing_a_replica_moves_only_its_keys(
+    lb_factory: LBFactory, backend: Backend, workers: str
+) -> None:
     be = backend.fresh()
-    lb = lb_factory(replicas="4", **be.settings)
+    lb = lb_factory(replicas="4", workers=workers, **be.settings)
     victim = be.gen(2)[0]
     keys = [str(k) for k in range(200)]
     before = {k: lb.serving(k) for k in keys}
@@ -187,8 +199,10 @@ def test_removing_a_replica_moves_only_its_keys(lb_factory: LBFactory, backend: 
     assert {k: lb.serving(k) for k in keys} == before
 
 
-def test_a_replica_that_cannot_start_fails_the_add_and_changes_nothing(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="0", replica_command=["/bin/false", "{fd}"], start_timeout="3")
+def test_a_replica_that_cannot_start_fails_the_add_and_changes_nothing(
+    lb_factory: LBFactory, workers: str
+) -> None:
+    lb = lb_factory(replicas="0", replica_command=["/bin/false", "{fd}"], start_timeout="3", workers=workers)
     body = assert_failure(lb.client.post("/add", json={"n": 2, "hostnames": ["A"]}), 502)
     assert "nothing was changed" in body["message"]
     assert lb.replicas() == []
@@ -198,10 +212,11 @@ def test_a_replica_that_cannot_start_fails_the_add_and_changes_nothing(lb_factor
 
 
 @pytest.fixture(scope="module")
-def echo_lb(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def echo_lb(tmp_path_factory: pytest.TempPathFactory, workers: str) -> Any:
     from tests.lb_support import start_lb
 
-    running = start_lb(tmp_path_factory.mktemp("echo"), replica_command=echo_command(), read_timeout="1")
+    workdir = tmp_path_factory.mktemp("echo")
+    running = start_lb(workdir, replica_command=echo_command(), read_timeout="1", workers=workers)
     yield running
     running.stop()
 
@@ -256,12 +271,13 @@ def test_slow_replica_gives_504(echo_lb: RunningLB) -> None:
     assert echo_lb.client.get("/home?id=5").status_code == 200
 
 
-def test_oversized_body_is_413(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="1", max_body_bytes="1000")
+def test_oversized_body_is_413(lb_factory: LBFactory, workers: str) -> None:
+    lb = lb_factory(replicas="1", max_body_bytes="1000", workers=workers)
     assert_failure(lb.client.post("/home", content=b"x" * 2000), 413)
 
 
 def test_fast_path_off_behaves_the_same(lb_factory: LBFactory) -> None:
+    # One process only: worker processes always serve proxied paths at the protocol level.
     lb = lb_factory(replicas="2", fast_path="false")
     assert lb.client.get("/home", params={"id": "7"}).json()["message"].startswith("Hello from Server: ")
     assert_failure(lb.client.get("/other"), 400, "'/other' endpoint does not exist in server replicas")

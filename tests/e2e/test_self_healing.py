@@ -1,4 +1,8 @@
-"""Self-healing with real replica processes and real kills: nobody sees a replica die."""
+"""Self-healing with real replica processes and real kills: nobody sees a replica die.
+
+The failover tests (requests in flight while a replica dies) run with one LB process and with two
+(LB_WORKERS=2); the rest test the owner's control plane, which is the same in both.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import sys
 import time
 from functools import partial
 
-import httpx
+import pytest
 
 from tests.lb_support import LBFactory, RunningLB, alive, cpu_seconds, replica_pids, wait_until
 from tests.load import seconds_to_recover
 
 CRASHING_REPLICA = [sys.executable, "-c", "raise SystemExit(3)", "{fd}"]
+over_workers = pytest.mark.parametrize("workers", ["1", "2"], ids=lambda w: f"workers{w}")
 
 
 def serving_again(lb: RunningLB, name: str, old_pid: int) -> bool:
@@ -33,8 +38,9 @@ def keys_of(lb: RunningLB, name: str, count: int = 5) -> list[str]:
     return keys
 
 
-def test_kill_9_under_load_no_failed_request_same_name_back(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="3")
+@over_workers
+def test_kill_9_under_load_no_failed_request_same_name_back(lb_factory: LBFactory, workers: str) -> None:
+    lb = lb_factory(replicas="3", workers=workers)
     keys = [str(k) for k in range(60)]
     before = {k: lb.serving(k) for k in keys}
     victim = "Server 2"
@@ -44,6 +50,7 @@ def test_kill_9_under_load_no_failed_request_same_name_back(lb_factory: LBFactor
         kill=lambda: os.kill(pid, signal.SIGKILL),
         recovered=lambda: serving_again(lb, victim, pid),
         timeout=10,
+        new_connections=lb.workers > 1,
     )
     assert back_after < 2.0, f"replacement took {back_after:.2f}s"
     assert lb.replicas() == ["Server 1", "Server 2", "Server 3"]
@@ -107,15 +114,17 @@ def test_add_during_a_failure(lb_factory: LBFactory) -> None:
     assert all(row["state"] == "up" for row in lb.status().values())
 
 
-def test_hung_replica_is_detected_and_replaced_requests_never_hang(lb_factory: LBFactory) -> None:
-    lb = lb_factory(replicas="3", read_timeout="1", heartbeat_timeout="0.2")
+@over_workers
+def test_hung_replica_is_detected_and_replaced_requests_never_hang(
+    lb_factory: LBFactory, workers: str
+) -> None:
+    lb = lb_factory(replicas="3", read_timeout="1", heartbeat_timeout="0.2", workers=workers)
     victim = "Server 3"
     keys = keys_of(lb, victim)
     pid = replica_pids(lb)[victim]
     os.kill(pid, signal.SIGSTOP)  # the kernel still accepts connections; nothing answers
     try:
-        with httpx.Client(base_url=lb.url, timeout=5.0) as client:
-            codes = [client.get("/home", params={"id": k}).status_code for k in keys]
+        codes = [lb.client.get("/home", params={"id": k}, timeout=5.0).status_code for k in keys]
         assert set(codes) <= {200, 504}, codes
         wait_until(lambda: serving_again(lb, victim, pid), timeout=20)
     finally:
@@ -134,10 +143,11 @@ def test_seed_behaviour_new_name_for_replacements(lb_factory: LBFactory) -> None
     assert lb.replicas() == ["Server 1", "Server 3", "Server 4"]
 
 
-def test_post_to_a_just_killed_replica_is_answered_by_another(lb_factory: LBFactory) -> None:
+@over_workers
+def test_post_to_a_just_killed_replica_is_answered_by_another(lb_factory: LBFactory, workers: str) -> None:
     from tests.conftest import echo_command
 
-    lb = lb_factory(replicas="3", replica_command=echo_command(), heartbeat_interval="5")
+    lb = lb_factory(replicas="3", replica_command=echo_command(), heartbeat_interval="5", workers=workers)
     victim = "Server 1"
     keys = [k for k in (str(i) for i in range(200)) if lb.serving(k) == victim][:5]
     os.kill(replica_pids(lb)[victim], signal.SIGKILL)
