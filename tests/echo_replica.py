@@ -2,8 +2,8 @@
 
 `/echo/...` returns the request as JSON; `/slow?secs=S` answers late; `/status/<code>` answers <code>;
 `/chunked` streams its body; `/crash` exits the process without answering; `/big?mib=N[&chunked=1]`
-streams N MiB; `/upload` counts the body it reads; `/die?mib=N` announces more than it sends, then the
-process dies; `/ws` is a WebSocket echo that first says its server name.
+streams N MiB of `pattern()`; `/upload` counts and hashes the body it reads; `/die?mib=N` announces more
+than it sends, then the process dies; `/ws` is a WebSocket echo that first says its server name.
 Run like the real replica: `python -m tests.echo_replica --fd N`.
 """
 
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import socket
+import struct
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,7 +27,14 @@ HOME_DELAY = [0.0]  # --home-delay: /home answers after this many seconds (a rep
 
 
 MIB = 1024 * 1024
-PIECE = b"x" * 65536
+PIECE_BYTES = 65536
+
+
+def pattern(size: int) -> Iterator[bytes]:
+    """`size` bytes (a multiple of 64 KiB) in 64 KiB pieces, each filled with its own index: a lost,
+    repeated or reordered piece changes the body's hash, and making it costs no more than b"x" * n."""
+    for index in range(size // PIECE_BYTES):
+        yield struct.pack("!Q", index) * (PIECE_BYTES // 8)
 
 
 async def websocket_echo(receive: Any, send: Any) -> None:
@@ -43,8 +53,8 @@ async def stream(send: Any, mib: int, chunked: bool, die: bool = False) -> None:
     if not chunked:
         headers.append((b"content-length", str((2 * mib if die else mib) * MIB).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    for _ in range(mib * MIB // len(PIECE)):
-        await send({"type": "http.response.body", "body": PIECE, "more_body": True})
+    for piece in pattern(mib * MIB):
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
     if die:
         await asyncio.sleep(0.2)  # let the bytes leave before dying
         os._exit(3)
@@ -52,12 +62,14 @@ async def stream(send: Any, mib: int, chunked: bool, die: bool = False) -> None:
 
 
 async def count_upload(receive: Any, send: Any) -> None:
-    size, more = 0, True
+    size, more, digest = 0, True, hashlib.sha256()
     while more:
         message = await receive()
-        size += len(message.get("body", b""))
+        body = message.get("body", b"")
+        size += len(body)
+        digest.update(body)
         more = message.get("more_body", False)
-    payload = json.dumps({"server": NAME, "received": size}).encode()
+    payload = json.dumps({"server": NAME, "received": size, "sha256": digest.hexdigest()}).encode()
     headers = [(b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

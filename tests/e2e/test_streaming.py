@@ -2,94 +2,102 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import echo_command
-from tests.lb_support import RunningLB, echo_lb, start_lb, wait_until
+from tests.echo_replica import pattern
+from tests.lb_support import RunningLB, echo_lb, start_lb, wait_until, worker_pids
 
+MB = 1000 * 1000
 MIB = 1024 * 1024
-SIZE_MIB = 48  # large enough that buffering it (old LB: ~3 copies) would show; small enough to be quick
-RSS_BOUND = 24 * MIB  # the issue's bound is 32 MB for 200 MB; here a smaller body, a tighter bound
+SIZE = 200 * MIB  # the issue's 200 MB body (which the old LB held in memory ~3 times over)
+RSS_BOUND = 32 * MB  # the issue's bound on the LB's memory growth while such a body passes
 
 
-def rss(pid: int) -> int:
-    """Resident set size of `pid` in bytes, from /proc."""
+def vm_bytes(pid: int, field: str) -> int:
+    """A Vm* line of /proc/<pid>/status (VmRSS: resident now; VmHWM: peak resident), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def reset_peaks(lb: RunningLB) -> dict[int, int]:
+    """Warm the LB up (pools, imports), then restart each process's peak RSS; its RSS now, by pid."""
+    for key in range(20):
+        lb.client.get("/big", params={"mib": "1", "id": str(key)})
+    before = {}
+    for pid in [lb.proc.pid, *worker_pids(lb)]:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0): no sampling gaps
+        before[pid] = vm_bytes(pid, "VmRSS")
+    return before
+
+
+def growth(before: dict[int, int]) -> int:
+    """How far any LB process's peak RSS rose above its RSS at reset_peaks()."""
+    return max(vm_bytes(pid, "VmHWM") - rss for pid, rss in before.items())
+
+
+@cache
+def pattern_sha256(size: int) -> str:
+    """The hash of the body the echo replica sends for `size` bytes (computed once, 64 KiB at a time)."""
+    digest = hashlib.sha256()
+    for piece in pattern(size):
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
 def stream_lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLB]:
     with echo_lb(
         tmp_path_factory.mktemp("stream"),
-        max_body_bytes=str(2 * SIZE_MIB * MIB),
+        max_body_bytes=str(2 * SIZE),
         read_timeout="5",
     ) as running:
         yield running
 
 
-def settle(lb: RunningLB) -> int:
-    """Warm the LB up (pools, imports) and return its RSS afterwards."""
-    for key in range(20):
-        lb.client.get("/big", params={"mib": "1", "id": str(key)})
-    return rss(lb.proc.pid)
-
-
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_large_download_arrives_whole_with_bounded_memory(stream_lb: RunningLB, chunked: bool) -> None:
-    before = settle(stream_lb)
-    peak, received = before, 0
-    params = {"mib": str(SIZE_MIB), "id": "7", **({"chunked": "1"} if chunked else {})}
+    before = reset_peaks(stream_lb)
+    digest, received = hashlib.sha256(), 0
+    params = {"mib": str(SIZE // MIB), "id": "7", **({"chunked": "1"} if chunked else {})}
     with httpx.stream("GET", f"{stream_lb.url}/big", params=params, timeout=30) as response:
         assert response.status_code == 200
         assert ("content-length" in response.headers) != chunked
-        for piece in response.iter_raw(256 * 1024):
+        for piece in response.iter_raw():
             received += len(piece)
-            if received % (4 * MIB) < 256 * 1024:
-                peak = max(peak, rss(stream_lb.proc.pid))
-    assert received == SIZE_MIB * MIB
-    assert peak - before < RSS_BOUND, (before, peak)
-
-
-def upload_body(total: int) -> Iterator[bytes]:
-    piece = b"u" * (256 * 1024)
-    for _ in range(total // len(piece)):
-        yield piece
+            digest.update(piece)
+    assert received == SIZE
+    assert digest.hexdigest() == pattern_sha256(SIZE)
+    assert growth(before) < RSS_BOUND, (before, growth(before))
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_large_upload_streams_to_the_replica_with_bounded_memory(stream_lb: RunningLB, chunked: bool) -> None:
-    before = settle(stream_lb)
-    total = SIZE_MIB * MIB
-    headers = {} if chunked else {"content-length": str(total)}
-    peaks: list[int] = []
-
-    def body() -> Iterator[bytes]:
-        for k, piece in enumerate(upload_body(total)):
-            if k % 16 == 0:
-                peaks.append(rss(stream_lb.proc.pid))
-            yield piece
-
+    before = reset_peaks(stream_lb)
+    headers = {} if chunked else {"content-length": str(SIZE)}
     response = httpx.post(
-        f"{stream_lb.url}/upload", params={"id": "3"}, content=body(), headers=headers, timeout=30
+        f"{stream_lb.url}/upload", params={"id": "3"}, content=pattern(SIZE), headers=headers, timeout=30
     )
     assert response.status_code == 200, response.text
-    assert response.json()["received"] == total
-    assert max(peaks) - before < RSS_BOUND, (before, max(peaks))
+    assert response.json()["received"] == SIZE
+    assert response.json()["sha256"] == pattern_sha256(SIZE)
+    assert growth(before) < RSS_BOUND, (before, growth(before))
 
 
 def test_chunked_upload_over_the_limit_is_413(tmp_path: Path) -> None:
     lb = start_lb(tmp_path, replicas="1", replica_command=echo_command(), max_body_bytes=str(MIB))
     try:
-        response = httpx.post(f"{lb.url}/upload", content=upload_body(4 * MIB), timeout=10)
+        response = httpx.post(f"{lb.url}/upload", content=pattern(4 * MIB), timeout=10)
         assert response.status_code == 413
         assert response.json()["message"] == f"<Error> Request body exceeds {MIB} bytes"
         assert lb.client.get("/home").status_code == 200
@@ -98,26 +106,29 @@ def test_chunked_upload_over_the_limit_is_413(tmp_path: Path) -> None:
 
 
 def test_a_client_that_stops_reading_does_not_grow_the_lb(stream_lb: RunningLB) -> None:
-    before = settle(stream_lb)
+    before = reset_peaks(stream_lb)
     with socket.create_connection(("127.0.0.1", stream_lb.port), timeout=30) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.sendall(f"GET /big?mib={SIZE_MIB}&id=9 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET /big?mib={SIZE // MIB}&id=9 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         head = sock.recv(4096)
         assert head.startswith(b"HTTP/1.1 200")
         # Read nothing for a while; the LB must pause the replica instead of buffering its bytes.
-        peak = before
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
-            peak = max(peak, rss(stream_lb.proc.pid))
             assert stream_lb.client.get("/home", params={"id": "1"}).status_code == 200
-        assert peak - before < RSS_BOUND, (before, peak)
+        assert growth(before) < RSS_BOUND, (before, growth(before))
         # ...and once it reads again, every byte arrives.
-        received = len(head) - head.index(b"\r\n\r\n") - 4
-        while received < SIZE_MIB * MIB:
+        body = head[head.index(b"\r\n\r\n") + 4 :]
+        digest, received = hashlib.sha256(body), len(body)
+        for _ in range(SIZE // 4096):  # bounded: 4 KiB per read would be a very slow loopback
+            if received >= SIZE:
+                break
             data = sock.recv(1024 * 1024)
             assert data, f"closed after {received} bytes"
             received += len(data)
-        assert received == SIZE_MIB * MIB
+            digest.update(data)
+        assert received == SIZE
+        assert digest.hexdigest() == pattern_sha256(SIZE)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -147,7 +158,7 @@ def in_flight(lb: RunningLB) -> float:
 
 def test_in_flight_counts_requests_until_they_end(stream_lb: RunningLB) -> None:
     assert in_flight(stream_lb) == 0
-    params = {"mib": str(SIZE_MIB), "id": "4"}
+    params = {"mib": str(SIZE // MIB), "id": "4"}
     with httpx.stream("GET", f"{stream_lb.url}/big", params=params, timeout=30) as r:
         assert r.status_code == 200
         assert in_flight(stream_lb) == 1  # the response is still streaming
