@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
 from app.dataplane.front import LoadBalancerApp
+from app.dataplane.heap import settle_heap
 from app.dataplane.hub import WorkerHub
 from app.dataplane.server import Front, FrontLimits
 from app.dataplane.worker import make_config
@@ -116,6 +117,7 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped_by)
     server = Server(config)
+    settle_heap()
     with sock:
         if settings.workers > 1:
             uvloop.run(serve_with_workers(server, sock, app, settings))

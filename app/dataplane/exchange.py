@@ -142,7 +142,7 @@ class ProxyExchange:
         self._conn: StreamConnection | None = None
         self._upstream: UpstreamPool | None = None
         self._name = ""
-        self._tried: set[str] = set()
+        self._tried: tuple[str, ...] = ()  # replicas tried, in order (a tuple: cheaper than a set for 1-3)
         self._sent_any = self._started = self._chunk_out = self._swallow = self._done = False
         self._waiting_body = self._begun = False
         self._sent_at = 0.0
@@ -254,7 +254,7 @@ class ProxyExchange:
     # -- ResponseSink: driven by the upstream connection -----------------------------------------
 
     def on_response_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], length: int | None, chunked: bool
+        self, status: int, header_lines: list[bytes], length: int | None, chunked: bool
     ) -> None:
         """Start the client's response: same status and headers, framing for this hop."""
         self._started = True
@@ -268,19 +268,15 @@ class ProxyExchange:
             stats.replied(400)
             self._out.append(client.error_bytes(400, failure_body(message)))
             return
-        parts = [status_line(status)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if head.method == b"HEAD" or status in NO_BODY_STATUSES:
-            if length is not None:
-                parts.append(b"content-length: %d\r\n" % length)
-        elif length is not None:
+        parts = [status_line(status), *header_lines]
+        if length is not None:
             parts.append(b"content-length: %d\r\n" % length)
-        elif head.version == "1.1":
-            parts.append(b"transfer-encoding: chunked\r\n")
-            self._chunk_out = True
-        else:
-            client.keep_alive = False  # an HTTP/1.0 client reads the body until we close
+        elif head.method != b"HEAD" and status not in NO_BODY_STATUSES:
+            if head.version == "1.1":
+                parts.append(b"transfer-encoding: chunked\r\n")
+                self._chunk_out = True
+            else:
+                client.keep_alive = False  # an HTTP/1.0 client reads the body until we close
         if not (client.keep_alive and head.keep_alive):
             parts.append(b"connection: close\r\n")
         elif head.version == "1.0":
@@ -332,13 +328,11 @@ class ProxyExchange:
         else:
             self._client.pause_reading("upstream")
 
-    def on_upgraded(self, headers: list[tuple[bytes, bytes]], upgrade: bytes, leftover: bytes) -> None:
+    def on_upgraded(self, header_lines: list[bytes], upgrade: bytes, leftover: bytes) -> None:
         """The replica switched protocols: pass the 101 on, then bytes flow both ways."""
         self._started = True
         self._plane.stats.replica(self._name).observe(101, perf_counter() - self._sent_at)
-        parts = [status_line(101)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        parts = [status_line(101), *header_lines]
         parts += (b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n\r\n")
         self._client.write(b"".join(parts))
         if leftover:
@@ -362,7 +356,7 @@ class ProxyExchange:
     # -- internals -------------------------------------------------------------------------------
 
     def _try(self, upstream: UpstreamPool, name: str) -> None:
-        self._tried.add(name)
+        self._tried += (name,)
         self._name = name
         self._sent_at = perf_counter()
         self._leave()
@@ -402,9 +396,11 @@ class ProxyExchange:
         self._unsent = []
         self._unsent_size = 0
         conn.request_done = self.body_done
-        if self._client.writing_paused:
+        client = self._client
+        if client.writing_paused:
             conn.pause_reading()
-        self._client.resume_reading("body")
+        if client.paused:
+            client.resume_reading("body")
 
     def _forward_body(self, framed: bytes) -> None:
         log = self._log
@@ -492,8 +488,10 @@ class ProxyExchange:
 
     def _unpause_client(self) -> None:
         """Lift this exchange's holds on the client: the rest of its body is read and dropped."""
-        self._client.resume_reading("body")
-        self._client.resume_reading("upstream")
+        client = self._client
+        if client.paused:
+            client.resume_reading("body")
+            client.resume_reading("upstream")
 
     def _leave(self) -> None:
         upstream, self._upstream = self._upstream, None

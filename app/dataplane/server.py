@@ -116,7 +116,7 @@ class ClientConnection(asyncio.Protocol):
         self.ip = b""
         self.keep_alive = True
         self.writing_paused = False
-        self._paused: set[str] = set()
+        self.paused: set[str] = set()  # why reading the client is paused now (empty: reading)
         self._active: Exchange | None = None
         self._queue: deque[Exchange] = deque()
         self._current: Exchange | None = None
@@ -242,11 +242,15 @@ class ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         """The request target (may come in pieces)."""
         self._url += url
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._head_too_large_error()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect headers, lower-cased; note the framing."""
-        self._count_head(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._head_too_large_error()
         name = name.lower()
         if name == b"content-length":
             self._length = int(value)  # llhttp has validated it (digits only, no duplicates)
@@ -264,35 +268,39 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = False
         parser = self.parser
         url = self._url
-        if url[:1] != b"/":
+        if url[:1] == b"/":
+            target = url
+            raw_path, _, query = url.partition(b"?")
+        else:
             parsed = parse_url(url)  # absolute-form, e.g. "http://host/path?q"
             raw_path, query = parsed.path or b"/", parsed.query or b""
-        else:
-            raw_path, _, query = url.partition(b"?")
+            target = raw_path + (b"?" + query if query else b"")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
         method = parser.get_method()
-        head = RequestHead(
-            method=method,
-            target=url if url[:1] == b"/" else raw_path + (b"?" + query if query else b""),
-            path=unquote(raw_path.decode("latin-1")),
-            query=query,
-            headers=self._headers,
-            version=parser.get_http_version(),
-            keep_alive=parser.should_keep_alive(),
-            upgrade=parser.should_upgrade(),
-            length=self._length,
-            chunked=self._chunked,
-            expect_continue=self._expect,
+        head = RequestHead(  # positional: this runs once per request
+            method,
+            target,
+            path,
+            query,
+            self._headers,
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+            self._length,
+            self._chunked,
+            self._expect,
         )
         self.server_state.total_requests += 1
-        plane: DataPlane | None = self.front.app.data_plane
+        front = self.front
         exchange: Exchange
-        if method == b"CONNECT" or self.front.is_reserved(head.path):
-            owner = self.front.owner
-            if owner is None:
-                exchange = AsgiExchange(self, head, self.front.app.max_control_body_bytes)
+        if method == b"CONNECT" or front.is_reserved(path):
+            if front.owner is None:
+                exchange = AsgiExchange(self, head, front.app.max_control_body_bytes)
             else:
-                exchange = ProxyExchange(owner, self, head)
-        elif plane is not None:
+                exchange = ProxyExchange(front.owner, self, head)
+        elif (plane := front.app.data_plane) is not None:
             exchange = ProxyExchange(plane, self, head)
         else:
             exchange = AsgiExchange(self, head, self.limits.max_body_bytes)
@@ -351,7 +359,8 @@ class ClientConnection(asyncio.Protocol):
             self._active = following
             following.start()
             return
-        self.resume_reading("pipeline")
+        if self.paused:
+            self.resume_reading("pipeline")
         if not self._in_head and not self._lost:
             self._idle_since = now = self.loop.time()
             if self._idle_timer is None:
@@ -369,13 +378,13 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_reading(self, reason: str) -> None:
         """Stop reading the client for `reason` (several reasons may hold at once)."""
-        if not self._paused and not self._lost:
+        if not self.paused and not self._lost:
             self.transport.pause_reading()
-        self._paused.add(reason)
+        self.paused.add(reason)
 
     def resume_reading(self, reason: str) -> None:
         """Lift `reason`; read again once no reason is left."""
-        paused = self._paused
+        paused = self.paused
         if reason in paused:
             paused.discard(reason)
             if not paused and not self._lost:
@@ -401,7 +410,7 @@ class ClientConnection(asyncio.Protocol):
         self._lingering = True
         self._cancel_timers()
         self.transport.write_eof()
-        self._paused.clear()
+        self.paused.clear()
         self.transport.resume_reading()
         self._idle_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
@@ -419,11 +428,9 @@ class ClientConnection(asyncio.Protocol):
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.limits.max_header_bytes:
-            self._head_too_large = True
-            raise ValueError("request header too large")  # stops the parser: HttpParserCallbackError
+    def _head_too_large_error(self) -> None:
+        self._head_too_large = True
+        raise ValueError("request header too large")  # stops the parser: HttpParserCallbackError
 
     def _reject(self, response: bytes) -> None:
         """A request we refuse to parse further: answer once the earlier ones are answered, then close."""

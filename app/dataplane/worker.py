@@ -21,6 +21,7 @@ import uvloop
 from app.control.routing import RoutingTable
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp
+from app.dataplane.heap import settle_heap
 from app.dataplane.hub import encode_message, read_message
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.server import Front, FrontLimits
@@ -156,6 +157,7 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     )
     front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane)
     server = uvicorn.Server(make_config(app, front, settings, lifespan="off"))
+    settle_heap()
 
     async def follow() -> None:
         try:
