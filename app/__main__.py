@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
+from app.dataplane.access_log import make_access_log
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.heap import settle_heap
 from app.dataplane.hub import WorkerHub
@@ -111,7 +112,7 @@ def main() -> None:
     logger.info("open %s", where_to_look(host, port))
     app = create_app(settings)
     assert isinstance(app, LoadBalancerApp)
-    front = Front(app, FrontLimits.from_settings(settings))
+    front = Front(app, FrontLimits.from_settings(settings), access_log=make_access_log(settings.access_log))
     loop: Literal["none", "uvloop"] = "none" if settings.workers > 1 else "uvloop"  # workers: we run uvloop
     config = make_config(app, front, settings, lifespan="on", loop=loop)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -119,9 +119,11 @@ class ProxyExchange:
         "_begun",
         "_upstream",
         "_waiting_body",
+        "began",
         "body_done",
         "head",
         "leftover",
+        "status",
     )
 
     def __init__(self, plane: DataPlane, client: ClientConnection, head: RequestHead) -> None:
@@ -130,6 +132,8 @@ class ProxyExchange:
         self.head = head
         self.body_done = not head.has_body
         self.leftover = b""  # bytes the client sent after an Upgrade request, for the tunnel
+        self.status = 0  # the status the client gets (for the access log)
+        self.began = 0.0  # perf_counter() at the head, set only when the access log is on
         scope: dict[str, Any] = {"query_string": head.query, "headers": head.headers, "path": head.path}
         scope["client"] = client.peer
         self._key = plane.extract_key(scope) or random_key()
@@ -154,6 +158,11 @@ class ProxyExchange:
     def started(self) -> bool:
         """Whether response bytes went (or are going) to the client."""
         return self._started
+
+    @property
+    def upstream(self) -> str:
+        """The replica that answered, or was tried last ("" before any)."""
+        return self._name
 
     def start(self) -> None:
         """Pick the replica and send the head (on an idle connection: no Task, no await)."""
@@ -266,8 +275,10 @@ class ProxyExchange:
             self._swallow = True  # the contract's 400 replaces the replica's 404; its body is dropped
             message = f"{quote(head.path)} endpoint does not exist in server replicas"
             stats.replied(400)
+            self.status = 400
             self._out.append(client.error_bytes(400, failure_body(message)))
             return
+        self.status = status
         parts = [status_line(status), *header_lines]
         if length is not None:
             parts.append(b"content-length: %d\r\n" % length)
@@ -331,6 +342,7 @@ class ProxyExchange:
     def on_upgraded(self, header_lines: list[bytes], upgrade: bytes, leftover: bytes) -> None:
         """The replica switched protocols: pass the 101 on, then bytes flow both ways."""
         self._started = True
+        self.status = 101
         self._plane.stats.replica(self._name).observe(101, perf_counter() - self._sent_at)
         parts = [status_line(101), *header_lines]
         parts += (b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n\r\n")
@@ -477,6 +489,7 @@ class ProxyExchange:
         if close:
             self._client.keep_alive = False
         self._plane.stats.replied(status)
+        self.status = status
         self._unpause_client()
         self._client.write(self._client.error_bytes(status, body))
         self._client.finish(self)

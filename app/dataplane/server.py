@@ -13,11 +13,13 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, fields
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
+from app.dataplane.access_log import AccessLog
 from app.dataplane.asgi_bridge import AsgiExchange
 from app.dataplane.exchange import DataPlane, ProxyExchange
 from app.dataplane.http1 import RequestHead, error_response
@@ -46,9 +48,13 @@ class Exchange(Protocol):
     head: RequestHead
     body_done: bool
     leftover: bytes
+    status: int  # what the client gets (0 until decided)
+    began: float  # perf_counter() at the head, when the access log is on
 
     @property
     def started(self) -> bool: ...
+    @property
+    def upstream(self) -> str: ...
     def start(self) -> None: ...
     def on_request_body(self, data: bytes) -> None: ...
     def on_request_end(self) -> None: ...
@@ -75,10 +81,17 @@ class FrontLimits:
 class Front:
     """What every client connection shares: the app, its data plane once started, the limits."""
 
-    def __init__(self, app: LoadBalancerApp, limits: FrontLimits, owner: DataPlane | None = None) -> None:
+    def __init__(
+        self,
+        app: LoadBalancerApp,
+        limits: FrontLimits,
+        owner: DataPlane | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.app = app
         self.limits = limits
         self.owner = owner  # in a worker process: the LB's own paths are proxied to the owner process
+        self.access_log = access_log  # None: no line per request (LB_ACCESS_LOG=false)
         self.is_reserved = app.is_reserved
         self.too_many = error_response(503, failure_body("Too many connections"), close=True)
         self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
@@ -304,6 +317,8 @@ class ClientConnection(asyncio.Protocol):
             exchange = ProxyExchange(plane, self, head)
         else:
             exchange = AsgiExchange(self, head, self.limits.max_body_bytes)
+        if front.access_log is not None:
+            exchange.began = perf_counter()
         self._current = exchange
         if head.upgrade:
             self._upgrading = exchange
@@ -345,6 +360,8 @@ class ClientConnection(asyncio.Protocol):
         """`exchange` wrote its whole response: start the next pipelined request, or wait for one."""
         if exchange is not self._active:
             return
+        if self.front.access_log is not None:
+            self.front.access_log.log(self.peer, exchange)
         self._active = None
         if not (self.keep_alive and exchange.head.keep_alive):
             self.keep_alive = False
@@ -370,6 +387,8 @@ class ClientConnection(asyncio.Protocol):
     def start_tunnel(self, exchange: ProxyExchange) -> None:
         """After a 101: client bytes go to the replica as they come, no more HTTP parsing."""
         self._tunnel = exchange
+        if self.front.access_log is not None:
+            self.front.access_log.log(self.peer, exchange, "tunnel")
         self._cancel_timers()
         if exchange.leftover:
             exchange.on_client_data(exchange.leftover)
@@ -417,6 +436,8 @@ class ClientConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Break the connection now: the client must see a truncated response, not a complete one."""
         if not self._lost:
+            if self.front.access_log is not None and self._active is not None:
+                self.front.access_log.log(self.peer, self._active, "broken")
             self.transport.abort()
 
     def shutdown(self) -> None:

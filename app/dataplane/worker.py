@@ -19,6 +19,7 @@ import uvicorn
 import uvloop
 
 from app.control.routing import RoutingTable
+from app.dataplane.access_log import make_access_log
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.heap import settle_heap
@@ -155,7 +156,8 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
         max_body_bytes=settings.max_control_body_bytes,
         translate_404=False,
     )
-    front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane)
+    access_log = make_access_log(settings.access_log)
+    front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane, access_log=access_log)
     server = uvicorn.Server(make_config(app, front, settings, lifespan="off"))
     settle_heap()
 
