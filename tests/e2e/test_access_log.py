@@ -29,10 +29,10 @@ def test_every_request_gets_one_line_with_status_replica_and_time(tmp_path: Path
         assert (served.status_code, missing.status_code, own.status_code) == (200, 400, 200)
         replica = served.json()["message"].removeprefix("Hello from Server: ")
 
-        def logged() -> list[dict[str, str]] | None:
+        def logged() -> list[dict[str, str]]:
             targets = ("/home?id=7", "/no-such-page?id=7", "/rep")
             rows = [r for r in access_lines(lb) if r["target"] in targets]
-            return rows if len(rows) >= 3 else None
+            return rows if len(rows) >= 3 else []
 
         rows = wait_until(logged, timeout=10)
         by_target = {r["target"]: r for r in rows}
