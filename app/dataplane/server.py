@@ -68,6 +68,8 @@ class FrontLimits:
 
     header_timeout: float
     keep_alive_timeout: float
+    body_timeout: float
+    send_timeout: float
     max_header_bytes: int
     max_connections: int
     max_body_bytes: int
@@ -95,6 +97,7 @@ class Front:
         self.is_reserved = app.is_reserved
         self.too_many = error_response(503, failure_body("Too many connections"), close=True)
         self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
+        self.body_timeout = error_response(408, failure_body("Request body timeout"), close=True)
         self.malformed = error_response(400, failure_body("Malformed HTTP request"), close=True)
         self.header_too_large = error_response(431, failure_body("Request header too large"), close=True)
 
@@ -137,6 +140,9 @@ class ClientConnection(asyncio.Protocol):
         self._upgrading: Exchange | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None  # armed while a body is being read
+        self._send_timer: asyncio.TimerHandle | None = None  # armed while the client takes nothing
+        self._body_seen = 0.0
         # Timers are armed lazily: a head that arrives in one read, and a keep-alive connection that is
         # busy again before its idle deadline, cost no TimerHandle per request.
         self._head_started = self._idle_since = 0.0
@@ -177,6 +183,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self.server_state.connections.discard(self)
         self._cancel_timers()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
         active, self._active = self._active, None
         if active is not None:
             active.on_client_lost()
@@ -213,6 +221,10 @@ class ClientConnection(asyncio.Protocol):
             elif self._header_timer is None:
                 deadline = self._head_started + self.limits.header_timeout
                 self._header_timer = self.loop.call_at(deadline, self._on_header_timeout)
+        elif self._current is not None:  # in the middle of a body: the next piece must come in time
+            self._body_seen = now = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_at(now + self.limits.body_timeout, self._on_body_timeout)
 
     def eof_received(self) -> bool | None:
         """A half-close: finish what was asked, then close (tunnels pass the EOF on)."""
@@ -227,14 +239,19 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        """The client reads slower than we write: pause the source."""
+        """The client reads slower than we write: pause the source; it must read again in time."""
         self.writing_paused = True
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._on_send_timeout)
         if self._active is not None:
             self._active.on_client_writable(False)
 
     def resume_writing(self) -> None:
         """The client caught up."""
         self.writing_paused = False
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._active is not None:
             self._active.on_client_writable(True)
         if self._drain is not None and not self._drain.done():
@@ -480,6 +497,28 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.keep_alive = False  # a pipelined request's head stalls: close after the current one
 
+    def _on_body_timeout(self) -> None:
+        """No body bytes for LB_BODY_TIMEOUT while we were reading: 408 (or a cut-off response), close."""
+        self._body_timer = None
+        if self._current is None or self._lost or self._lingering:
+            return  # the body completed meanwhile
+        now = self.loop.time()
+        if self.paused:
+            self._body_seen = now  # we are not reading (backpressure, pipelining): not the client's fault
+        deadline = self._body_seen + self.limits.body_timeout
+        if now < deadline:
+            self._body_timer = self.loop.call_at(deadline, self._on_body_timeout)
+            return
+        logger.info("client %s sent no body bytes for %s s; closing", self.peer, self.limits.body_timeout)
+        self._reject(self.front.body_timeout)
+
+    def _on_send_timeout(self) -> None:
+        """The client took nothing of what we sent for LB_SEND_TIMEOUT: drop it (nginx's send_timeout)."""
+        self._send_timer = None
+        if self.writing_paused and not self._lost:
+            logger.info("client %s read nothing for %s s; closing", self.peer, self.limits.send_timeout)
+            self.abort()
+
     def _on_idle_timeout(self) -> None:
         self._idle_timer = None
         if self._active is not None or self._in_head or self._lingering or self._tunnel is not None:
@@ -491,7 +530,8 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._idle_timer):
+        """Stop the request timers (the send timer runs on: a tunnel or a lingering close still sends)."""
+        for timer in (self._header_timer, self._idle_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._idle_timer = None
+        self._header_timer = self._idle_timer = self._body_timer = None
