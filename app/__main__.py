@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
+from app.control.lifecycle import LifecyclePolicy
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.hub import WorkerHub
 from app.dataplane.server import Front, FrontLimits
@@ -138,7 +139,10 @@ async def serve_with_workers(
     if serving.done():
         await serving  # startup failed: uvicorn has logged why
         return
-    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd)
+    # A worker that keeps dying is restarted after the replicas' back-off (0.5 s, 1 s, ... capped).
+    backoff = LifecyclePolicy.from_settings(settings).backoff
+    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd, backoff=backoff)
+    app.state.hub = hub  # /status lists the processes, /metrics adds their counters
     await hub.start()
     try:
         await serving
