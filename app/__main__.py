@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
+from app.control.lifecycle import LifecyclePolicy
 from app.dataplane.access_log import make_access_log
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.heap import settle_heap
@@ -141,7 +142,10 @@ async def serve_with_workers(
     if serving.done():
         await serving  # startup failed: uvicorn has logged why
         return
-    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd)
+    # A worker that keeps dying is restarted after the replicas' back-off (0.5 s, 1 s, ... capped).
+    backoff = LifecyclePolicy.from_settings(settings).backoff
+    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd, backoff=backoff)
+    app.state.hub = hub  # /status lists the processes, /metrics adds their counters
     await hub.start()
     try:
         await serving

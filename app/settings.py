@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="data-plane processes on the port (SO_REUSEPORT); one owns replicas"
     )
+    worker_stats_interval: float = Field(
+        1.0, gt=0, le=60, description="how often a worker sends its counters to /metrics and /status"
+    )
 
     # Client side (the limits nginx and HAProxy have)
     header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's header")
