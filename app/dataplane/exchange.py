@@ -313,13 +313,18 @@ class ProxyExchange:
 
     def on_response_end(self) -> None:
         """The response is complete: the client connection moves on to its next request."""
+        out = self._out
         if self._chunk_out:
-            self._out.append(b"0\r\n\r\n")
-        self.flush()
+            out.append(b"0\r\n\r\n")
+        if out:
+            self.flush()
         self._conn = None
         self._done = True
-        self._leave()
-        self._unpause_client()
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            upstream.in_flight -= 1
+        if self._client.paused:
+            self._unpause_client()
         self._client.finish(self)  # answered early? the parser reads (and drops) the rest of the body
 
     def on_upstream_error(self, exc: UpstreamError) -> None:
@@ -371,7 +376,8 @@ class ProxyExchange:
         self._tried += (name,)
         self._name = name
         self._sent_at = perf_counter()
-        self._leave()
+        if self._upstream is not None:
+            self._leave()
         self._upstream = upstream
         upstream.in_flight += 1
         conn = upstream.take_stream()
@@ -403,10 +409,13 @@ class ProxyExchange:
         if not self._request_head:
             self._request_head = encode_upstream_head(self.head, self._client.ip)
         body = self._log if self._sent_any and self._log is not None else self._unsent
-        conn.write(self._request_head + b"".join(body) if body else self._request_head)
+        if body:
+            conn.write(self._request_head + b"".join(body))
+            self._unsent = []
+            self._unsent_size = 0
+        else:
+            conn.write(self._request_head)
         self._sent_any = True
-        self._unsent = []
-        self._unsent_size = 0
         conn.request_done = self.body_done
         client = self._client
         if client.writing_paused:
