@@ -16,7 +16,10 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
+from app.control.lifecycle import LifecyclePolicy
+from app.dataplane.access_log import make_access_log
 from app.dataplane.front import LoadBalancerApp
+from app.dataplane.heap import settle_heap
 from app.dataplane.hub import WorkerHub
 from app.dataplane.server import Front, FrontLimits
 from app.dataplane.worker import make_config
@@ -110,12 +113,13 @@ def main() -> None:
     logger.info("open %s", where_to_look(host, port))
     app = create_app(settings)
     assert isinstance(app, LoadBalancerApp)
-    front = Front(app, FrontLimits.from_settings(settings))
+    front = Front(app, FrontLimits.from_settings(settings), access_log=make_access_log(settings.access_log))
     loop: Literal["none", "uvloop"] = "none" if settings.workers > 1 else "uvloop"  # workers: we run uvloop
     config = make_config(app, front, settings, lifespan="on", loop=loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped_by)
     server = Server(config)
+    settle_heap()
     with sock:
         if settings.workers > 1:
             uvloop.run(serve_with_workers(server, sock, app, settings))
@@ -138,7 +142,10 @@ async def serve_with_workers(
     if serving.done():
         await serving  # startup failed: uvicorn has logged why
         return
-    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd)
+    # A worker that keeps dying is restarted after the replicas' back-off (0.5 s, 1 s, ... capped).
+    backoff = LifecyclePolicy.from_settings(settings).backoff
+    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd, backoff=backoff)
+    app.state.hub = hub  # /status lists the processes, /metrics adds their counters
     await hub.start()
     try:
         await serving

@@ -54,13 +54,32 @@ class ReplicaStats:
         """Requests proxied to the replica: answered (any status) or failed."""
         return sum(self.by_class) + self.errors
 
+    def window(self) -> list[float]:
+        """The latencies kept for the p99 (the last RECENT; across processes, each one's last RECENT)."""
+        return self.recent[: min(self.recent_count, len(self.recent))]
+
     def latency_p99(self) -> float | None:
-        """p99 of the last RECENT upstream latencies in seconds; None before the first response."""
-        n = min(self.recent_count, RECENT)
-        if n == 0:
+        """p99 of the window's upstream latencies in seconds; None before the first response."""
+        window = self.window()
+        if not window:
             return None
-        ordered = sorted(self.recent[:n])
-        return ordered[max(0, -(-99 * n // 100) - 1)]  # nearest rank: ceil(0.99 n)-th smallest
+        ordered = sorted(window)
+        return ordered[max(0, -(-99 * len(ordered) // 100) - 1)]  # nearest rank: ceil(0.99 n)-th smallest
+
+    def add(self, other: ReplicaStats, *, window: bool) -> None:
+        """Fold another process's counters into these (LB_WORKERS); with `window`, its latencies too.
+
+        Only for a merged copy: the window then grows past RECENT, which observe() would not expect.
+        """
+        self.by_class = [a + b for a, b in zip(self.by_class, other.by_class, strict=True)]
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.errors += other.errors
+        self.retries += other.retries
+        self.diverted += other.diverted
+        self.latency_sum += other.latency_sum
+        if window:
+            self.recent = self.window() + other.window()
+            self.recent_count = len(self.recent)
 
 
 class Stats:
@@ -92,3 +111,48 @@ class Stats:
     def transition(self, name: str, state: str) -> None:
         """The control plane moved replica `name` into `state` (up, down, draining, ...)."""
         self.transitions[(name, str(state))] += 1
+
+    def proxied(self) -> int:
+        """Requests proxied to any replica, answered or failed."""
+        return sum(rs.requests for rs in self.replicas.values())
+
+    def activity(self) -> int:
+        """A number that grows with every request counted (a worker with nothing new sends nothing)."""
+        return self.proxied() + sum(self.lb_responses.values())
+
+    def add(self, other: Stats, *, window: bool = True) -> None:
+        """Fold another process's counters into these (see ReplicaStats.add)."""
+        for name, counters in other.replicas.items():
+            self.replica(name).add(counters, window=window)
+        self.lb_responses.update(other.lb_responses)
+        self.ring_rebuilds += other.ring_rebuilds
+        self.transitions.update(other.transitions)
+
+
+class WorkerStats:
+    """The counters of the other data-plane processes (LB_WORKERS), as the owner last heard them.
+
+    Workers send a snapshot of their Stats now and then; a worker that goes away leaves its last one
+    in `retired`, so totals never go back when it is restarted (its latency window is dropped).
+    """
+
+    def __init__(self) -> None:
+        self.live: dict[int, Stats] = {}  # worker pid -> its last snapshot
+        self.retired = Stats()
+
+    def update(self, pid: int, snapshot: Stats) -> None:
+        """Worker `pid` sent its counters (totals since it started)."""
+        self.live[pid] = snapshot
+
+    def retire(self, pid: int) -> None:
+        """Worker `pid` is gone: keep its counts, forget its window."""
+        gone = self.live.pop(pid, None)
+        if gone is not None:
+            self.retired.add(gone, window=False)
+
+    def merged_with(self, own: Stats) -> Stats:
+        """A new Stats: `own` plus every worker's, live and retired (for /metrics and /status)."""
+        total = Stats()
+        for part in (own, self.retired, *self.live.values()):
+            total.add(part)
+        return total

@@ -95,10 +95,15 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="data-plane processes on the port (SO_REUSEPORT); one owns replicas"
     )
+    worker_stats_interval: float = Field(
+        1.0, gt=0, le=60, description="how often a worker sends its counters to /metrics and /status"
+    )
 
     # Client side (the limits nginx and HAProxy have)
     header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's header")
     keep_alive_timeout: float = Field(5.0, gt=0, description="seconds an idle client connection is kept")
+    body_timeout: float = Field(60.0, gt=0, description="seconds between reads of a request body; then 408")
+    send_timeout: float = Field(60.0, gt=0, description="seconds a client may read nothing; then close")
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; larger -> 431")
     max_connections: int = Field(4096, ge=1, description="concurrent client connections; beyond: 503 at once")
 

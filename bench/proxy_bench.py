@@ -280,7 +280,11 @@ def table(title: str, results: dict[str, Result]) -> list[str]:
         )
     lines.append("")
     if SEED in results:
-        lines.append(f"- {LB_1} vs {SEED}: req/s **{results[LB_1].rps / results[SEED].rps:.0f}**×.")
+        lb_1, seed = results[LB_1], results[SEED]
+        lines.append(
+            f"- {LB_1} vs {SEED}: req/s **{lb_1.rps / seed.rps:.0f}**×; "
+            f"the seed uses {seed.cpu_us / max(lb_1.cpu_us, 1e-9):.0f}× our CPU per request."
+        )
     for ours, theirs in ((LB_1, NGINX_1), (LB_2, NGINX_2)):
         if ours in results:
             o, t = results[ours], results[theirs]
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             results = run_pass("python", tmp, script, args, None, two_workers=False, seed=True)
             sections += table("Python replicas (the LB's own replica_service)", results)
         if args.only in (None, "near-free"):
-            results = run_pass("near-free", tmp, script, args, NEAR_FREE_REPLICA, two_workers=True)
+            results = run_pass("near-free", tmp, script, args, NEAR_FREE_REPLICA, two_workers=True, seed=True)
             title = "Near-free replicas (nginx answering the replica JSON): the proxy's own cost"
             sections += table(title, results)
     finally:

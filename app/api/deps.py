@@ -15,6 +15,7 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.control.membership import Membership
+    from app.dataplane.hub import WorkerHub
     from app.voting.store import VoteStore
 
 
@@ -49,10 +50,25 @@ def get_pool(request: Request) -> Membership:
     return pool
 
 
-def get_stats(request: Request) -> Stats:
-    """Request and lifecycle counters (what /metrics exports)."""
+def get_process_stats(request: Request) -> Stats:
+    """This process's own request and lifecycle counters (the owner's, with LB_WORKERS > 1)."""
     stats: Stats = request.app.state.stats
     return stats
+
+
+def get_hub(request: Request) -> WorkerHub | None:
+    """The data-plane worker processes' supervisor (LB_WORKERS > 1, once they started); else None."""
+    hub: WorkerHub | None = getattr(request.app.state, "hub", None)
+    return hub
+
+
+ProcessStatsDep = Annotated[Stats, Depends(get_process_stats)]
+HubDep = Annotated["WorkerHub | None", Depends(get_hub)]
+
+
+def get_stats(own: ProcessStatsDep, hub: HubDep) -> Stats:
+    """Request and lifecycle counters of every data-plane process (what /metrics exports)."""
+    return own if hub is None else hub.stats.merged_with(own)
 
 
 def get_vote_store(request: Request) -> VoteStore:

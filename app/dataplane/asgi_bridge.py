@@ -26,6 +26,9 @@ _ASGI = {"version": "3.0", "spec_version": "2.4"}
 class AsgiExchange:
     """One request served by the FastAPI app in a Task."""
 
+    upstream = ""  # answered by the LB itself (for the access log)
+    began = 0.0  # perf_counter() at the head, set only when the access log is on
+
     def __init__(self, client: ClientConnection, head: RequestHead, max_body_bytes: int) -> None:
         self._client = client
         self._limit = max_body_bytes  # the control limit on the LB's own paths, else the proxy's
@@ -38,6 +41,7 @@ class AsgiExchange:
         self._gone: asyncio.Future[None] = client.loop.create_future()
         self._body_read = self._started = self._complete = self._chunked = self._rejected = False
         self._pending_head = b""
+        self.status = 0
         if self.body_done:
             self._body_ready.set_result(None)
         if head.length is not None and head.length > max_body_bytes:
@@ -108,6 +112,7 @@ class AsgiExchange:
         except Exception:
             logger.exception("error while serving %s %s", scope["method"], head.path)
             if not self._started:
+                self.status = 500
                 self._finish(client.error_bytes(500, failure_body("Internal error of the load balancer")))
             elif not self._complete:
                 client.abort()
@@ -116,6 +121,7 @@ class AsgiExchange:
             if self._started:
                 client.abort()
             else:
+                self.status = 500
                 self._finish(client.error_bytes(500, failure_body("The load balancer sent no response")))
 
     async def _receive(self) -> dict[str, Any]:
@@ -153,6 +159,7 @@ class AsgiExchange:
 
     def _encode_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
         client, head = self._client, self.head
+        self.status = status
         parts = [status_line(status)]
         framed = False
         for name, value in headers:
@@ -184,6 +191,7 @@ class AsgiExchange:
         if self._started or self._complete:
             return
         self._started = True
+        self.status = 413
         self._client.keep_alive = False
         self._finish(self._client.error_bytes(413, too_large(self._limit)))
 

@@ -6,6 +6,10 @@ connection to a replica is reported back to the owner, whose pool takes the deci
 result. The LB's own paths (/add, /rep, /status, ...) reach the owner from any worker through a private
 loopback listener, so every worker gives the same answers.
 
+The owner watches its workers (a pidfd per process: no polling) and restarts one that dies, after the
+replicas' back-off when it keeps dying. Workers send their request counters now and then; /metrics and
+/status add them to the owner's (app.metrics.WorkerStats).
+
 Messages are length-prefixed pickles between processes of the same LB, over a socket in a private
 (0700) directory: rings are plain Python objects, and pickling them guarantees identical routing.
 """
@@ -23,16 +27,23 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.control.membership import Membership
 from app.control.routing import RoutingTable
+from app.exits import watch_exit
+from app.metrics import WorkerStats
 from replica_service.lifeline import die_with_parent
 
 logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("!I")
+WORKER_COMMAND = (sys.executable, "-m", "app.dataplane.worker")
+STABLE_SECONDS = 10.0  # a worker that ran this long before dying is restarted after the shortest back-off
 
 
 async def read_message(reader: asyncio.StreamReader) -> Any:
@@ -53,44 +64,136 @@ def table_message(table: RoutingTable) -> bytes:
     return encode_message(("table", table.ring, members))
 
 
-class WorkerHub:
-    """Starts the worker processes, pushes routing to them, takes their failure reports."""
+def describe_exit(code: int) -> str:
+    """`exited with code 3`, `was killed by SIGKILL`: a Popen return code in words."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
 
-    def __init__(self, pool: Membership, count: int, owner_address: str, fd: int | None = None) -> None:
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """Worker `index` (1..N-1): its current process (None while it waits to be restarted) and its history."""
+
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0  # monotonic time of the current process's start
+    restarts: int = 0
+    quick_exits: int = 0  # exits in a row, each before STABLE_SECONDS: the back-off grows with them
+    unwatch: Callable[[], None] | None = None
+    pending: asyncio.TimerHandle | None = None  # the restart waiting out its back-off
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+class WorkerHub:
+    """Starts the worker processes and restarts those that die; pushes routing; takes reports and counters."""
+
+    def __init__(
+        self,
+        pool: Membership,
+        count: int,
+        owner_address: str,
+        fd: int | None = None,
+        *,
+        backoff: Callable[[int], float],
+        command: Sequence[str] = WORKER_COMMAND,
+    ) -> None:
         self.pool = pool
         self.fd = fd  # LB_FD: an inherited listening socket, passed on to every worker
         self.count = count
         self.owner_address = owner_address
+        self.backoff = backoff  # quick exits in a row -> seconds before the next start
+        self.command = list(command)
+        self.stats = WorkerStats()
+        self.workers = [WorkerProcess(index) for index in range(1, count)]
         self._dir = Path(tempfile.mkdtemp(prefix="chlb-workers-"))
         self._path = self._dir / "control.sock"
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.AbstractServer | None = None
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
+        self._waits: set[asyncio.Task[int]] = set()  # where there is no pidfd: a thread waits per process
 
     async def start(self) -> None:
         """Listen for workers, subscribe to routing changes, start the worker processes."""
         os.chmod(self._dir, 0o700)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self._path))
         self.pool.subscribe(self._push)
-        for index in range(1, self.count):
-            argv = [sys.executable, "-m", "app.dataplane.worker"]
-            argv += ["--control", str(self._path), "--owner", self.owner_address, "--index", str(index)]
-            self._procs.append(
-                subprocess.Popen(
-                    argv,
-                    pass_fds=(self.fd,) if self.fd is not None else (),
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,  # noqa: PLW1509 - must run in the child
-                )
-            )
+        for worker in self.workers:
+            self._spawn(worker)
         logger.info("started %d data-plane worker processes", self.count - 1)
 
+    def _spawn(self, worker: WorkerProcess) -> None:
+        """Start worker's process and watch for its exit. Runs on the loop's thread: die_with_parent
+        ties the child to the thread that forks it."""
+        worker.pending = None
+        argv = [*self.command, "--control", str(self._path), "--owner", self.owner_address]
+        argv += ["--index", str(worker.index)]
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=(self.fd,) if self.fd is not None else (),
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - must run in the child
+        )
+        worker.proc, worker.started = proc, time.monotonic()
+        worker.unwatch = watch_exit(proc.pid, lambda: self._exited(worker, proc))
+        if worker.unwatch is None:  # no pidfd: a thread blocks in waitpid instead
+            wait = asyncio.get_running_loop().create_task(asyncio.to_thread(proc.wait))
+            self._waits.add(wait)
+            wait.add_done_callback(self._waits.discard)
+            wait.add_done_callback(lambda _: self._exited(worker, proc))
+
+    def _exited(self, worker: WorkerProcess, proc: subprocess.Popen[bytes]) -> None:
+        """A worker's process ended: unless the LB is stopping, start it again after its back-off."""
+        if self._stopping or worker.proc is not proc:
+            return
+        code = proc.wait()  # already exited: this only reaps it
+        worker.proc = worker.unwatch = None
+        stable = time.monotonic() - worker.started >= STABLE_SECONDS
+        worker.quick_exits = 1 if stable else worker.quick_exits + 1
+        delay = self.backoff(worker.quick_exits)
+        worker.restarts += 1
+        logger.warning(
+            "data-plane worker %d (pid %d) %s; restarting it in %.1f s (restart %d)",
+            worker.index,
+            proc.pid,
+            describe_exit(code),
+            delay,
+            worker.restarts,
+        )
+        worker.pending = asyncio.get_running_loop().call_later(delay, self._restart, worker)
+
+    def _restart(self, worker: WorkerProcess) -> None:
+        try:
+            self._spawn(worker)
+        except OSError as exc:  # e.g. out of processes: try again later, as after a quick exit
+            worker.quick_exits += 1
+            delay = self.backoff(worker.quick_exits)
+            logger.warning(
+                "data-plane worker %d: cannot start (%s); retrying in %.1f s", worker.index, exc, delay
+            )
+            worker.pending = asyncio.get_running_loop().call_later(delay, self._restart, worker)
+
     async def stop(self) -> None:
-        """Stop the workers (SIGTERM, then SIGKILL) and the control socket."""
-        for proc in self._procs:
+        """Stop the workers (SIGTERM, then SIGKILL) and the control socket; restart nothing from now on."""
+        self._stopping = True
+        procs = []
+        for worker in self.workers:
+            if worker.pending is not None:
+                worker.pending.cancel()
+            if worker.unwatch is not None:
+                worker.unwatch()
+            if worker.proc is not None:
+                procs.append(worker.proc)
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self._procs:
+        for proc in procs:
             try:
                 await asyncio.to_thread(proc.wait, 10)
             except subprocess.TimeoutExpired:
@@ -112,14 +215,21 @@ class WorkerHub:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(table_message(self.pool.table))
         self._writers.add(writer)
+        pid: int | None = None  # the worker on this connection, once it sent its counters
         try:
             while True:
-                kind, name, reason = await read_message(reader)
-                if kind == "failure":
+                message = await read_message(reader)
+                if message[0] == "failure":
+                    _, name, reason = message
                     self.pool.report_failure(name, f"{reason} (seen by a worker)")
+                elif message[0] == "stats":
+                    _, pid, snapshot = message
+                    self.stats.update(pid, snapshot)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            if pid is not None:
+                self.stats.retire(pid)  # its counts stay in the totals
             self._writers.discard(writer)
             with contextlib.suppress(ConnectionError):
                 writer.close()

@@ -13,11 +13,13 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, fields
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
+from app.dataplane.access_log import AccessLog
 from app.dataplane.asgi_bridge import AsgiExchange
 from app.dataplane.exchange import DataPlane, ProxyExchange
 from app.dataplane.http1 import RequestHead, error_response
@@ -46,9 +48,13 @@ class Exchange(Protocol):
     head: RequestHead
     body_done: bool
     leftover: bytes
+    status: int  # what the client gets (0 until decided)
+    began: float  # perf_counter() at the head, when the access log is on
 
     @property
     def started(self) -> bool: ...
+    @property
+    def upstream(self) -> str: ...
     def start(self) -> None: ...
     def on_request_body(self, data: bytes) -> None: ...
     def on_request_end(self) -> None: ...
@@ -62,6 +68,8 @@ class FrontLimits:
 
     header_timeout: float
     keep_alive_timeout: float
+    body_timeout: float
+    send_timeout: float
     max_header_bytes: int
     max_connections: int
     max_body_bytes: int
@@ -75,13 +83,21 @@ class FrontLimits:
 class Front:
     """What every client connection shares: the app, its data plane once started, the limits."""
 
-    def __init__(self, app: LoadBalancerApp, limits: FrontLimits, owner: DataPlane | None = None) -> None:
+    def __init__(
+        self,
+        app: LoadBalancerApp,
+        limits: FrontLimits,
+        owner: DataPlane | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.app = app
         self.limits = limits
         self.owner = owner  # in a worker process: the LB's own paths are proxied to the owner process
+        self.access_log = access_log  # None: no line per request (LB_ACCESS_LOG=false)
         self.is_reserved = app.is_reserved
         self.too_many = error_response(503, failure_body("Too many connections"), close=True)
         self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
+        self.body_timeout = error_response(408, failure_body("Request body timeout"), close=True)
         self.malformed = error_response(400, failure_body("Malformed HTTP request"), close=True)
         self.header_too_large = error_response(431, failure_body("Request header too large"), close=True)
 
@@ -116,7 +132,7 @@ class ClientConnection(asyncio.Protocol):
         self.ip = b""
         self.keep_alive = True
         self.writing_paused = False
-        self._paused: set[str] = set()
+        self.paused: set[str] = set()  # why reading the client is paused now (empty: reading)
         self._active: Exchange | None = None
         self._queue: deque[Exchange] = deque()
         self._current: Exchange | None = None
@@ -124,6 +140,9 @@ class ClientConnection(asyncio.Protocol):
         self._upgrading: Exchange | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None  # armed while a body is being read
+        self._send_timer: asyncio.TimerHandle | None = None  # armed while the client takes nothing
+        self._body_seen = 0.0
         # Timers are armed lazily: a head that arrives in one read, and a keep-alive connection that is
         # busy again before its idle deadline, cost no TimerHandle per request.
         self._head_started = self._idle_since = 0.0
@@ -164,6 +183,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self.server_state.connections.discard(self)
         self._cancel_timers()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
         active, self._active = self._active, None
         if active is not None:
             active.on_client_lost()
@@ -200,6 +221,10 @@ class ClientConnection(asyncio.Protocol):
             elif self._header_timer is None:
                 deadline = self._head_started + self.limits.header_timeout
                 self._header_timer = self.loop.call_at(deadline, self._on_header_timeout)
+        elif self._current is not None:  # in the middle of a body: the next piece must come in time
+            self._body_seen = now = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_at(now + self.limits.body_timeout, self._on_body_timeout)
 
     def eof_received(self) -> bool | None:
         """A half-close: finish what was asked, then close (tunnels pass the EOF on)."""
@@ -214,14 +239,19 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        """The client reads slower than we write: pause the source."""
+        """The client reads slower than we write: pause the source; it must read again in time."""
         self.writing_paused = True
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._on_send_timeout)
         if self._active is not None:
             self._active.on_client_writable(False)
 
     def resume_writing(self) -> None:
         """The client caught up."""
         self.writing_paused = False
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._active is not None:
             self._active.on_client_writable(True)
         if self._drain is not None and not self._drain.done():
@@ -242,11 +272,15 @@ class ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         """The request target (may come in pieces)."""
         self._url += url
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._head_too_large_error()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect headers, lower-cased; note the framing."""
-        self._count_head(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._head_too_large_error()
         name = name.lower()
         if name == b"content-length":
             self._length = int(value)  # llhttp has validated it (digits only, no duplicates)
@@ -264,38 +298,44 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = False
         parser = self.parser
         url = self._url
-        if url[:1] != b"/":
+        if url[:1] == b"/":
+            target = url
+            raw_path, _, query = url.partition(b"?")
+        else:
             parsed = parse_url(url)  # absolute-form, e.g. "http://host/path?q"
             raw_path, query = parsed.path or b"/", parsed.query or b""
-        else:
-            raw_path, _, query = url.partition(b"?")
+            target = raw_path + (b"?" + query if query else b"")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
         method = parser.get_method()
-        head = RequestHead(
-            method=method,
-            target=url if url[:1] == b"/" else raw_path + (b"?" + query if query else b""),
-            path=unquote(raw_path.decode("latin-1")),
-            query=query,
-            headers=self._headers,
-            version=parser.get_http_version(),
-            keep_alive=parser.should_keep_alive(),
-            upgrade=parser.should_upgrade(),
-            length=self._length,
-            chunked=self._chunked,
-            expect_continue=self._expect,
+        head = RequestHead(  # positional: this runs once per request
+            method,
+            target,
+            path,
+            query,
+            self._headers,
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+            self._length,
+            self._chunked,
+            self._expect,
         )
         self.server_state.total_requests += 1
-        plane: DataPlane | None = self.front.app.data_plane
+        front = self.front
         exchange: Exchange
-        if method == b"CONNECT" or self.front.is_reserved(head.path):
-            owner = self.front.owner
-            if owner is None:
-                exchange = AsgiExchange(self, head, self.front.app.max_control_body_bytes)
+        if method == b"CONNECT" or front.is_reserved(path):
+            if front.owner is None:
+                exchange = AsgiExchange(self, head, front.app.max_control_body_bytes)
             else:
-                exchange = ProxyExchange(owner, self, head)
-        elif plane is not None:
+                exchange = ProxyExchange(front.owner, self, head)
+        elif (plane := front.app.data_plane) is not None:
             exchange = ProxyExchange(plane, self, head)
         else:
             exchange = AsgiExchange(self, head, self.limits.max_body_bytes)
+        if front.access_log is not None:
+            exchange.began = perf_counter()
         self._current = exchange
         if head.upgrade:
             self._upgrading = exchange
@@ -337,6 +377,8 @@ class ClientConnection(asyncio.Protocol):
         """`exchange` wrote its whole response: start the next pipelined request, or wait for one."""
         if exchange is not self._active:
             return
+        if self.front.access_log is not None:
+            self.front.access_log.log(self.peer, exchange)
         self._active = None
         if not (self.keep_alive and exchange.head.keep_alive):
             self.keep_alive = False
@@ -351,7 +393,8 @@ class ClientConnection(asyncio.Protocol):
             self._active = following
             following.start()
             return
-        self.resume_reading("pipeline")
+        if self.paused:
+            self.resume_reading("pipeline")
         if not self._in_head and not self._lost:
             self._idle_since = now = self.loop.time()
             if self._idle_timer is None:
@@ -361,6 +404,8 @@ class ClientConnection(asyncio.Protocol):
     def start_tunnel(self, exchange: ProxyExchange) -> None:
         """After a 101: client bytes go to the replica as they come, no more HTTP parsing."""
         self._tunnel = exchange
+        if self.front.access_log is not None:
+            self.front.access_log.log(self.peer, exchange, "tunnel")
         self._cancel_timers()
         if exchange.leftover:
             exchange.on_client_data(exchange.leftover)
@@ -369,13 +414,13 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_reading(self, reason: str) -> None:
         """Stop reading the client for `reason` (several reasons may hold at once)."""
-        if not self._paused and not self._lost:
+        if not self.paused and not self._lost:
             self.transport.pause_reading()
-        self._paused.add(reason)
+        self.paused.add(reason)
 
     def resume_reading(self, reason: str) -> None:
         """Lift `reason`; read again once no reason is left."""
-        paused = self._paused
+        paused = self.paused
         if reason in paused:
             paused.discard(reason)
             if not paused and not self._lost:
@@ -401,13 +446,15 @@ class ClientConnection(asyncio.Protocol):
         self._lingering = True
         self._cancel_timers()
         self.transport.write_eof()
-        self._paused.clear()
+        self.paused.clear()
         self.transport.resume_reading()
         self._idle_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def abort(self) -> None:
         """Break the connection now: the client must see a truncated response, not a complete one."""
         if not self._lost:
+            if self.front.access_log is not None and self._active is not None:
+                self.front.access_log.log(self.peer, self._active, "broken")
             self.transport.abort()
 
     def shutdown(self) -> None:
@@ -419,11 +466,9 @@ class ClientConnection(asyncio.Protocol):
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.limits.max_header_bytes:
-            self._head_too_large = True
-            raise ValueError("request header too large")  # stops the parser: HttpParserCallbackError
+    def _head_too_large_error(self) -> None:
+        self._head_too_large = True
+        raise ValueError("request header too large")  # stops the parser: HttpParserCallbackError
 
     def _reject(self, response: bytes) -> None:
         """A request we refuse to parse further: answer once the earlier ones are answered, then close."""
@@ -452,6 +497,28 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.keep_alive = False  # a pipelined request's head stalls: close after the current one
 
+    def _on_body_timeout(self) -> None:
+        """No body bytes for LB_BODY_TIMEOUT while we were reading: 408 (or a cut-off response), close."""
+        self._body_timer = None
+        if self._current is None or self._lost or self._lingering:
+            return  # the body completed meanwhile
+        now = self.loop.time()
+        if self.paused:
+            self._body_seen = now  # we are not reading (backpressure, pipelining): not the client's fault
+        deadline = self._body_seen + self.limits.body_timeout
+        if now < deadline:
+            self._body_timer = self.loop.call_at(deadline, self._on_body_timeout)
+            return
+        logger.info("client %s sent no body bytes for %s s; closing", self.peer, self.limits.body_timeout)
+        self._reject(self.front.body_timeout)
+
+    def _on_send_timeout(self) -> None:
+        """The client took nothing of what we sent for LB_SEND_TIMEOUT: drop it (nginx's send_timeout)."""
+        self._send_timer = None
+        if self.writing_paused and not self._lost:
+            logger.info("client %s read nothing for %s s; closing", self.peer, self.limits.send_timeout)
+            self.abort()
+
     def _on_idle_timeout(self) -> None:
         self._idle_timer = None
         if self._active is not None or self._in_head or self._lingering or self._tunnel is not None:
@@ -463,7 +530,8 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._idle_timer):
+        """Stop the request timers (the send timer runs on: a tunnel or a lingering close still sends)."""
+        for timer in (self._header_timer, self._idle_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._idle_timer = None
+        self._header_timer = self._idle_timer = self._body_timer = None

@@ -407,7 +407,13 @@ class UpstreamPool:
 
     def take_stream(self) -> StreamConnection | None:
         """An idle streaming connection, or None (then `connect_stream`): no await on the hot path."""
-        return _pop_usable(self._idle_streams)
+        idle = self._idle_streams
+        while idle:  # _pop_usable, inlined: once per proxied request
+            conn = idle.pop()
+            if conn.is_usable():
+                return conn
+            conn.close()
+        return None
 
     async def connect_stream(self) -> StreamConnection:
         """A new streaming connection (UpstreamConnectError if refused, unreachable or closed)."""

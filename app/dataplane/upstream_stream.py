@@ -32,12 +32,12 @@ class ResponseSink(Protocol):
     """What a streaming connection reports to the exchange bound to it."""
 
     def on_response_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], length: int | None, chunked: bool
+        self, status: int, header_lines: list[bytes], length: int | None, chunked: bool
     ) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self) -> None: ...
     def on_upstream_error(self, exc: UpstreamError) -> None: ...
-    def on_upgraded(self, headers: list[tuple[bytes, bytes]], upgrade: bytes, leftover: bytes) -> None: ...
+    def on_upgraded(self, header_lines: list[bytes], upgrade: bytes, leftover: bytes) -> None: ...
     def on_tunnel_data(self, data: bytes) -> None: ...
     def on_tunnel_closed(self) -> None: ...
     def on_upstream_writable(self, writable: bool) -> None: ...
@@ -81,7 +81,7 @@ class StreamConnection(asyncio.Protocol):
         self._served = self._received = self._head = self._tunnel = self._paused = False
         self._keep_alive = False
         self._status = 0
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[bytes] = []  # end-to-end headers, already framed: name, ": ", value, CRLF
         self._length: int | None = None
         self._chunked = False
         self._upgrade = b""
@@ -158,7 +158,7 @@ class StreamConnection(asyncio.Protocol):
         if lowered == b"content-length":
             self._length = int(value)  # llhttp has validated it
             return
-        self._headers.append((name, value))
+        self._headers += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         """Hand the head to the sink; skip interim 1xx answers; HEAD ends here."""

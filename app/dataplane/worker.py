@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -19,13 +20,16 @@ import uvicorn
 import uvloop
 
 from app.control.routing import RoutingTable
+from app.dataplane.access_log import make_access_log
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp
+from app.dataplane.heap import settle_heap
 from app.dataplane.hub import encode_message, read_message
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.server import Front, FrontLimits
 from app.dataplane.upstream import UpstreamPool
 from app.main import create_app
+from app.metrics import Stats
 from app.ring import Ring
 from app.ring.registry import make_strategy
 from app.settings import Settings
@@ -140,11 +144,13 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     app = create_app(settings)  # for its route list only: its lifespan (replicas, probes) never runs here
     assert isinstance(app, LoadBalancerApp)
     extract_key = make_key_extractor(settings.key_source, settings.key_name)
+    stats = Stats()  # this worker's counters; the owner adds them to its own in /metrics and /status
     app.data_plane = DataPlane(
         routing,
         extract_key,
         max_tries=settings.max_tries,
         max_body_bytes=settings.max_body_bytes,
+        stats=stats,
         balance_factor=settings.balance_factor,  # on this worker's own in-flight counts
     )
     owner_plane = DataPlane(
@@ -154,8 +160,10 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
         max_body_bytes=settings.max_control_body_bytes,
         translate_404=False,
     )
-    front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane)
+    access_log = make_access_log(settings.access_log)
+    front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane, access_log=access_log)
     server = uvicorn.Server(make_config(app, front, settings, lifespan="off"))
+    settle_heap()
 
     async def follow() -> None:
         try:
@@ -168,15 +176,29 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
             server.should_exit = True
 
     follower = asyncio.create_task(follow())
+    reporter = asyncio.create_task(report_stats(stats, writer, settings.worker_stats_interval))
     try:
         # LB_FD: the owner passed its inherited socket on; otherwise each worker binds the port itself.
         sock = socket.socket(fileno=settings.fd) if settings.fd is not None else None
         await server.serve(sockets=[sock or bind_reuseport(settings.host, settings.port)])
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in (follower, reporter):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         writer.close()
+
+
+async def report_stats(stats: Stats, writer: asyncio.StreamWriter, interval: float) -> None:
+    """Send the owner this worker's counters every `interval` seconds, when they moved (off the hot path)."""
+    sent = 0
+    pid = os.getpid()
+    while not writer.is_closing():
+        await asyncio.sleep(interval)
+        activity = stats.activity()
+        if activity != sent:
+            writer.write(encode_message(("stats", pid, stats)))
+            sent = activity
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.errors import InvalidRequestError, ReplicaStartError, quote
+from app.exits import watch_exit
 from app.runtimes.base import ReplicaHandle
 from replica_service.forked import serve
 from replica_service.lifeline import die_with_parent
@@ -121,7 +122,7 @@ class ProcessRuntime:
         self._command = list(command) if command else None
         self._fork: multiprocessing.context.ForkServerContext | None = None if command else _fork_context()
         self._children: dict[int, ProcessHandle] = {}  # pid -> handle, for replicas not yet stopped
-        self._watches: dict[int, int] = {}  # pid -> pidfd the event loop watches for the exit
+        self._watches: dict[int, Callable[[], None]] = {}  # pid -> stops watching for its exit
         self.on_exit: Callable[[ProcessHandle], object] | None = None
 
     def check_name(self, name: str) -> None:
@@ -154,20 +155,14 @@ class ProcessRuntime:
 
     def _watch_exit(self, handle: ProcessHandle) -> None:
         """Learn of the exit the moment it happens (a pidfd turns readable), as Docker's die events do."""
-        pid = handle.child.pid
-        try:
-            pidfd = os.pidfd_open(pid)
-        except (AttributeError, OSError) as exc:  # old kernel, or already reaped: probes still notice
-            logger.debug("replica %s: no pidfd for pid %d (%s)", handle.name, pid, exc)
-            return
-        self._watches[pid] = pidfd
-        asyncio.get_running_loop().add_reader(pidfd, self._on_exit_seen, handle)
+        unwatch = watch_exit(handle.child.pid, lambda: self._on_exit_seen(handle))
+        if unwatch is not None:  # else (old kernel, already reaped): probes still notice
+            self._watches[handle.child.pid] = unwatch
 
     def _unwatch(self, pid: int) -> None:
-        pidfd = self._watches.pop(pid, None)
-        if pidfd is not None:
-            asyncio.get_running_loop().remove_reader(pidfd)
-            os.close(pidfd)
+        unwatch = self._watches.pop(pid, None)
+        if unwatch is not None:
+            unwatch()
 
     def _on_exit_seen(self, handle: ProcessHandle) -> None:
         pid = handle.child.pid

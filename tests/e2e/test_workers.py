@@ -1,14 +1,21 @@
-"""LB_WORKERS=2: what only several processes have. Membership changes reach every process, and the workers
-die with the owner. (The contract and failover suites run with LB_WORKERS=1 and 2 in their own modules.)"""
+"""LB_WORKERS=2: what only several processes have. Membership changes reach every process, the workers
+die with the owner, a killed worker is restarted, and the counters add up over the processes.
+(The contract and failover suites run with LB_WORKERS=1 and 2 in their own modules.)"""
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.test_request_metrics import samples, total
 from tests.lb_support import FRESH, LBFactory, RunningLB, alive, fresh_get, wait_until, worker_pids
+
+MAX_REQUESTS = 20_000  # bound of every open-ended request loop (they end on a condition, or time out)
 
 
 @pytest.fixture
@@ -44,3 +51,67 @@ def test_workers_die_with_the_owner(two_workers: RunningLB) -> None:
     lb.proc.send_signal(signal.SIGKILL)
     lb.proc.wait(10)
     wait_until(lambda: not any(alive(pid) for pid in workers), timeout=15)
+
+
+def worker_row(lb: RunningLB, index: int = 1) -> dict[str, Any]:
+    """The process's row in /status (index 0: the owner)."""
+    rows: list[dict[str, Any]] = lb.client.get("/status").json()["workers"]
+    (row,) = [row for row in rows if row["index"] == index]
+    return row
+
+
+def serve_until(lb: RunningLB, done: Callable[[], object], timeout: float) -> int:
+    """Requests on new connections, each answered 200, until `done()`; returns how many were sent."""
+    sent = 0
+
+    def one_more() -> object:
+        nonlocal sent
+        assert sent < MAX_REQUESTS
+        response = fresh_get(lb, "/home", id=f"k{sent}")
+        sent += 1
+        assert response.status_code == 200, response.text
+        return done()
+
+    wait_until(one_more, timeout=timeout)
+    return sent
+
+
+def test_a_killed_worker_is_restarted_and_serves(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="2", workers="2", worker_stats_interval="0.1")
+    (old,) = worker_pids(lb)
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: not alive(old), timeout=10)
+    # Until its replacement is up, the owner answers every request alone.
+    serve_until(lb, lambda: worker_row(lb)["pid"] not in (None, old), timeout=30)
+    row = worker_row(lb)
+    assert row["restarts"] == 1 and worker_pids(lb) == [row["pid"]]
+    assert f"data-plane worker 1 (pid {old}) was killed by SIGKILL; restarting it in" in lb.log()
+    assert total(samples(lb), "chlb_worker_restarts_total", worker="1") == 1
+    # The new process took the routing table and proxies: the requests it counts all came back 200.
+    serve_until(lb, lambda: worker_row(lb)["requests"] > 0, timeout=60)
+    assert worker_row(lb)["pid"] == row["pid"]
+
+
+def test_stopping_the_lb_restarts_no_worker(two_workers: RunningLB) -> None:
+    lb = two_workers
+    workers = worker_pids(lb)
+    lb.stop()
+    assert lb.proc.returncode == 0
+    assert not any(alive(pid) for pid in workers)
+    assert "restarting" not in lb.log()
+
+
+def test_metrics_and_status_count_the_requests_of_every_process(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="2", workers="2", worker_stats_interval="0.1")
+    wait_until(lambda: worker_pids(lb), timeout=30)
+
+    def both_served() -> bool:
+        return all(worker_row(lb, index)["requests"] > 0 for index in (0, 1))
+
+    sent = serve_until(lb, both_served, timeout=60)  # the only proxied requests this LB has seen
+    wait_until(lambda: total(samples(lb), "chlb_requests_total") == sent, timeout=10)
+    assert total(samples(lb), "chlb_upstream_latency_seconds_count") == sent
+    status = lb.client.get("/status").json()
+    assert sum(row["requests"] for row in status["replicas"]) == sent
+    assert sum(row["requests"] for row in status["workers"]) == sent
+    assert all(row["latency_p99_ms"] is not None for row in status["replicas"] if row["requests"])

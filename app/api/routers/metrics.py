@@ -1,7 +1,7 @@
 """GET /metrics in the Prometheus text format, read from the pool and the request counters at scrape time.
 
 Custom collectors instead of prometheus-client metrics on the data path: per request the proxy only bumps
-plain integers on app.metrics.Stats.
+plain integers on app.metrics.Stats. With LB_WORKERS > 1, the counters are every process's, added up.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from app.api.deps import PoolDep, StatsDep
+from app.api.deps import HubDep, PoolDep, StatsDep
 from app.control.lifecycle import State
 from app.control.membership import Membership
+from app.dataplane.hub import WorkerHub
 from app.metrics import LATENCY_BOUNDS, STATUS_CLASSES, Stats
 
 router = APIRouter(tags=["status"])
@@ -114,10 +115,27 @@ class RequestCollector(Collector):
         yield from (requests, retries, diverted, latency, in_flight, answers, rebuilds, transitions)
 
 
+class WorkerCollector(Collector):
+    """Restarts of the data-plane worker processes (LB_WORKERS > 1)."""
+
+    def __init__(self, hub: WorkerHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(
+            "chlb_worker_restarts", "Restarts of a data-plane worker whose process died", labels=["worker"]
+        )
+        for worker in self.hub.workers:
+            restarts.add_metric([str(worker.index)], worker.restarts)
+        yield restarts
+
+
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
-async def metrics(pool: PoolDep, stats: StatsDep) -> Response:
+async def metrics(pool: PoolDep, stats: StatsDep, hub: HubDep) -> Response:
     """Prometheus metrics: health; per replica requests, retries, latency, in-flight; LB errors; rebuilds."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PoolCollector(pool))
     registry.register(RequestCollector(stats, pool))
+    if hub is not None:
+        registry.register(WorkerCollector(hub))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.deps import PoolDep, StatsDep, StrategyDep
+from app.api.deps import HubDep, PoolDep, ProcessStatsDep, StatsDep, StrategyDep
 from app.control.engine_membership import EngineMembership
 from app.control.lifecycle import State
+from app.dataplane.hub import WorkerHub
+from app.metrics import Stats
 
 
 class TaskStatus(BaseModel):
@@ -42,11 +45,23 @@ class ReplicaStatus(BaseModel):
     latency_p99_ms: float | None = Field(description="p99 upstream latency of its last 1,024 requests")
 
 
+class WorkerStatus(BaseModel):
+    """One data-plane process serving the LB's port (LB_WORKERS)."""
+
+    index: int = Field(description="0: the owner (replicas, health, the LB's own paths); 1..N-1: workers")
+    pid: int | None = Field(description="null while a dead worker waits out its restart back-off")
+    restarts: int = Field(description="times the worker was restarted after its process died")
+    requests: int = Field(
+        description="requests its current process proxied (a worker's as it last reported them)"
+    )
+
+
 class StatusResponse(BaseModel):
-    """Every desired replica and the hashing in use."""
+    """Every desired replica, the hashing in use, and the data-plane processes."""
 
     strategy: str
     replicas: list[ReplicaStatus]
+    workers: list[WorkerStatus]
     status: str = "successful"
 
 
@@ -63,9 +78,25 @@ async def healthz() -> dict[str, str]:
     return {"status": "successful"}
 
 
+def worker_rows(own: Stats, hub: WorkerHub | None) -> list[WorkerStatus]:
+    """The owner, then each worker process with the counters it last sent."""
+    rows = [WorkerStatus(index=0, pid=os.getpid(), restarts=0, requests=own.proxied())]
+    if hub is None:
+        return rows
+    for worker in hub.workers:
+        snapshot = hub.stats.live.get(worker.pid) if worker.pid is not None else None
+        requests = snapshot.proxied() if snapshot is not None else 0
+        rows.append(
+            WorkerStatus(index=worker.index, pid=worker.pid, restarts=worker.restarts, requests=requests)
+        )
+    return rows
+
+
 @router.get("/status", response_model=StatusResponse)
-async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) -> StatusResponse:
-    """Per-replica health: state, consecutive failures, last probe (Unix time), restarts, back-off."""
+async def replica_status(
+    pool: PoolDep, strategy: StrategyDep, stats: StatsDep, own: ProcessStatsDep, hub: HubDep
+) -> StatusResponse:
+    """Per replica: state, consecutive failures, last probe (Unix time), restarts, back-off; the processes."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
     tasks = pool.tasks if isinstance(pool, EngineMembership) else {}
@@ -95,4 +126,4 @@ async def replica_status(pool: PoolDep, strategy: StrategyDep, stats: StatsDep) 
         )
         for m in members
     ]
-    return StatusResponse(strategy=strategy.name, replicas=rows)
+    return StatusResponse(strategy=strategy.name, replicas=rows, workers=worker_rows(own, hub))
