@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.test_client_side import read_until_closed
 from tests.e2e.test_streaming import in_flight
 from tests.lb_support import RunningLB, echo_lb, wait_until
 
@@ -25,24 +26,10 @@ def post_head(length: int) -> bytes:
     return f"POST /echo?id=5 HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
 
 
-def read_all(sock: socket.socket, limit: int = 10_000) -> bytes:
-    """What the LB sends until it closes (bounded in reads)."""
-    chunks = []
-    for _ in range(limit):
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
-
-
 def test_a_body_that_stops_coming_gets_408_and_a_close(timeout_lb: RunningLB) -> None:
     with socket.create_connection(("127.0.0.1", timeout_lb.port), timeout=20) as sock:
         sock.sendall(post_head(1000) + b"x" * 10)  # 990 bytes promised, never sent
-        answer = read_all(sock)
+        answer = read_until_closed(sock, limit=10_000)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"Request body timeout" in answer
     assert timeout_lb.client.get("/home", params={"id": "5"}).status_code == 200  # the LB goes on
@@ -69,5 +56,5 @@ def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(timeout_l
         # Reading nothing: the LB's send buffer fills, and after LB_SEND_TIMEOUT it drops the connection
         # (and the replica's): the in-flight count returns to zero while this client still reads nothing.
         wait_until(lambda: in_flight(timeout_lb) == 0, timeout=20)
-        received = len(read_all(sock))
+        received = len(read_until_closed(sock, limit=10_000))
     assert 0 < received < BIG_MIB * 1024 * 1024
