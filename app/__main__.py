@@ -144,7 +144,8 @@ async def serve_with_workers(
         return
     # A worker that keeps dying is restarted after the replicas' back-off (0.5 s, 1 s, ... capped).
     backoff = LifecyclePolicy.from_settings(settings).backoff
-    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd, backoff=backoff)
+    port = sock.getsockname()[1]  # the bound port: with LB_PORT=0 the workers must not pick their own
+    hub = WorkerHub(app.state.pool, settings.workers, owner_address, settings.fd, port=port, backoff=backoff)
     app.state.hub = hub  # /status lists the processes, /metrics adds their counters
     await hub.start()
     try:

@@ -280,11 +280,14 @@ def table(title: str, results: dict[str, Result]) -> list[str]:
         )
     lines.append("")
     if SEED in results:
-        lb_1, seed = results[LB_1], results[SEED]
-        lines.append(
-            f"- {LB_1} vs {SEED}: req/s **{lb_1.rps / seed.rps:.0f}**×; "
-            f"the seed uses {seed.cpu_us / max(lb_1.cpu_us, 1e-9):.0f}× our CPU per request."
-        )
+        seed = results[SEED]
+        for ours in (LB_1, LB_2):
+            if ours in results:
+                lb = results[ours]
+                lines.append(
+                    f"- {ours} vs {SEED}: req/s **{lb.rps / seed.rps:.0f}**×; "
+                    f"the seed uses {seed.cpu_us / max(lb.cpu_us, 1e-9):.0f}× this LB's CPU per request."
+                )
     for ours, theirs in ((LB_1, NGINX_1), (LB_2, NGINX_2)):
         if ours in results:
             o, t = results[ours], results[theirs]

@@ -101,11 +101,13 @@ class WorkerHub:
         owner_address: str,
         fd: int | None = None,
         *,
+        port: int | None = None,
         backoff: Callable[[int], float],
         command: Sequence[str] = WORKER_COMMAND,
     ) -> None:
         self.pool = pool
         self.fd = fd  # LB_FD: an inherited listening socket, passed on to every worker
+        self.port = port  # else the port the owner bound (LB_PORT=0 picks one: the workers take the same)
         self.count = count
         self.owner_address = owner_address
         self.backoff = backoff  # quick exits in a row -> seconds before the next start
@@ -134,6 +136,8 @@ class WorkerHub:
         worker.pending = None
         argv = [*self.command, "--control", str(self._path), "--owner", self.owner_address]
         argv += ["--index", str(worker.index)]
+        if self.port is not None:
+            argv += ["--port", str(self.port)]
         proc = subprocess.Popen(
             argv,
             pass_fds=(self.fd,) if self.fd is not None else (),

@@ -209,8 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", required=True, help="the owner's unix socket")
     parser.add_argument("--owner", required=True, help="host:port of the owner's private listener")
     parser.add_argument("--index", type=int, default=1)
+    parser.add_argument("--port", type=int, default=None, help="the owner's bound port (overrides LB_PORT)")
     args = parser.parse_args(argv)
     settings = load_settings()
+    if args.port is not None:
+        settings = settings.model_copy(update={"port": args.port})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",

@@ -1,19 +1,23 @@
 """LB_WORKERS=2: what only several processes have. Membership changes reach every process, the workers
-die with the owner, a killed worker is restarted, and the counters add up over the processes.
+die with the owner, a killed worker is restarted, the counters add up, and LB_PORT=0 gives one shared port.
 (The contract and failover suites run with LB_WORKERS=1 and 2 in their own modules.)"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.test_request_metrics import samples, total
-from tests.lb_support import FRESH, LBFactory, RunningLB, alive, fresh_get, wait_until, worker_pids
+from tests.lb_support import FRESH, ROOT, LBFactory, RunningLB, alive, fresh_get, wait_until, worker_pids
 
 MAX_REQUESTS = 20_000  # bound of every open-ended request loop (they end on a condition, or time out)
 
@@ -115,3 +119,41 @@ def test_metrics_and_status_count_the_requests_of_every_process(lb_factory: LBFa
     assert sum(row["requests"] for row in status["replicas"]) == sent
     assert sum(row["requests"] for row in status["workers"]) == sent
     assert all(row["latency_p99_ms"] is not None for row in status["replicas"] if row["requests"])
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports `pid` listens on, from its socket fds and /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_with_port_0_the_workers_share_the_port_the_owner_got(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
+    env.update(LB_HOST="127.0.0.1", LB_PORT="0", LB_WORKERS="2", LB_REPLICAS="1", LB_LOG_LEVEL="info")
+    env.update(LB_DB_PATH=str(tmp_path / "votes.sqlite3"))
+    log_path = tmp_path / "lb.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    lb = RunningLB(0, proc, log_path, env)
+    try:
+        opened = re.compile(r"open dashboard http://127\.0\.0\.1:(\d+)/")
+        port = int(wait_until(lambda: opened.findall(lb.log()), timeout=30)[0])
+        (worker,) = wait_until(lambda: worker_pids(lb), timeout=30)
+        wait_until(lambda: port in listening_ports(worker), timeout=30)
+        assert listening_ports(worker) - {port} == set()  # no port of its own
+        assert httpx.get(f"http://127.0.0.1:{port}/rep", timeout=10).status_code == 200
+    finally:
+        lb.stop()
