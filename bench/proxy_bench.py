@@ -34,6 +34,11 @@ request = function()
   return wrk.format("GET", "/home?id=" .. math.random(100000, 999999))
 end
 """
+# The same requests at the same load for every target: each connection pauses PACE_MS before its next
+# request, so nginx and the LB serve about the same req/s, well below either's capacity. At full load
+# (the passes above) latency is mostly queueing, which grows as 1/throughput; here it is the proxy's own.
+PACE_MS = 3
+PACED_SCRIPT = WRK_SCRIPT + f"delay = function()\n  return {PACE_MS}\nend\n"
 NGINX_CONF = """
 worker_processes {workers};
 daemon off;
@@ -199,8 +204,13 @@ def run_pass(
     replica_command: list[str] | None,
     two_workers: bool,
     seed: bool = False,
-) -> dict[str, Result]:
-    """Start the LB and nginx on the same replicas (and the 2-process pair); load each target in turn."""
+    paced: Path | None = None,
+) -> tuple[dict[str, Result], dict[str, Result]]:
+    """Start the LB and nginx on the same replicas (and the 2-process pair); load each target in turn.
+
+    With `paced` (a wrk script that pauses between requests), nginx 1 worker and LB_WORKERS=1 are also
+    loaded at the same moderate rate: the second dict.
+    """
     procs: list[tuple[subprocess.Popen[bytes], signal.Signals]] = []
     try:
         lb_port, nginx_port = free_port(), free_port()
@@ -245,11 +255,20 @@ def run_pass(
             for name, (url, pids) in targets.items():
                 run_wrk(name, url, script, args.connections, 2)  # warm-up: pools, caches
                 samples[name].append(run_wrk(name, url, script, args.connections, args.seconds, pids))
+        same_load: dict[str, list[Result]] = {NGINX_1: [], LB_1: []} if paced else {}
+        for _ in range(args.passes):
+            for name, runs in same_load.items():
+                url, pids = targets[name]
+                assert paced is not None
+                runs.append(run_wrk(name, url, paced, args.connections, args.seconds, pids))
     finally:
         for proc, sig in reversed(procs):
             proc.send_signal(sig)
             proc.wait(20)
-    return {name: mean(name, rs) for name, rs in samples.items()}
+    return (
+        {name: mean(name, rs) for name, rs in samples.items()},
+        {name: mean(name, rs) for name, rs in same_load.items()},
+    )
 
 
 def mean(name: str, rs: list[Result]) -> Result:
@@ -299,6 +318,26 @@ def table(title: str, results: dict[str, Result]) -> list[str]:
     return lines
 
 
+def same_load_table(results: dict[str, Result]) -> list[str]:
+    """Latency at the same moderate load (near-free replicas): what the proxy adds, without queueing."""
+    nginx_r, lb = results[NGINX_1], results[LB_1]
+    lines = [
+        f"### Same load: each connection pauses {PACE_MS} ms between requests",
+        "",
+        "| target | req/s | p50 ms | p99 ms | proxy CPU µs/req |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results.values():
+        lines.append(f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us:.0f} |")
+    lines += [
+        "",
+        f"- {LB_1} vs {NGINX_1} at the same load: p50 **{lb.p50_ms / nginx_r.p50_ms:.2f}**×, "
+        f"p99 **{lb.p99_ms / nginx_r.p99_ms:.2f}**×.",
+        "",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=32)
@@ -315,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="chlb-bench-"))
     script = tmp / "keys.lua"
     script.write_text(WRK_SCRIPT)
+    paced = tmp / "paced.lua"
+    paced.write_text(PACED_SCRIPT)
     sections: list[str] = [
         f"# Proxy benchmark: wrk -t1 -c{args.connections} -d{args.seconds}s, GET /home?id=<random>, "
         f"mean of {args.passes} passes",
@@ -322,12 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         if args.only in (None, "python"):
-            results = run_pass("python", tmp, script, args, None, two_workers=False, seed=True)
+            results, _ = run_pass("python", tmp, script, args, None, two_workers=False, seed=True)
             sections += table("Python replicas (the LB's own replica_service)", results)
         if args.only in (None, "near-free"):
-            results = run_pass("near-free", tmp, script, args, NEAR_FREE_REPLICA, two_workers=True, seed=True)
+            results, same_load = run_pass(
+                "near-free", tmp, script, args, NEAR_FREE_REPLICA, two_workers=True, seed=True, paced=paced
+            )
             title = "Near-free replicas (nginx answering the replica JSON): the proxy's own cost"
             sections += table(title, results)
+            sections += same_load_table(same_load)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sections.append(
