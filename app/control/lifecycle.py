@@ -87,7 +87,8 @@ class LifecyclePolicy:
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next start after `attempts` failed ones in a row (0.5 s, 1 s, 2 s, ... capped)."""
-        return min(self.restart_backoff_max, self.restart_backoff_base * 2.0 ** (attempts - 1))
+        # The exponent is capped: 2.0 ** 1024 overflows, after ~1,000 failed starts in a row (hours).
+        return min(self.restart_backoff_max, self.restart_backoff_base * 2.0 ** min(attempts - 1, 60))
 
 
 Prober = Callable[["Replica[Any]"], Awaitable[bool]]

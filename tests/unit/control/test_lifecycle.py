@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from app.control.lifecycle import State
+from app.control.lifecycle import LifecyclePolicy, State
 from app.control.pool import ReplicaPool
 from app.errors import ReplicaStartError
+from app.settings import Settings
 from tests.polling import eventually
 from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_pool
 
@@ -264,3 +265,10 @@ async def test_add_is_all_or_nothing() -> None:
     assert await pool.add(1, ["good"]) == ["good"]
     assert on_ring(pool) == {"good", "r1"}
     await pool.close()
+
+
+def test_backoff_doubles_up_to_its_cap_and_never_overflows() -> None:
+    policy = LifecyclePolicy.from_settings(Settings(restart_backoff_max=30))
+    assert [policy.backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    # Hours of crash-looping: ~1,000+ failed starts in a row must still give the cap, not OverflowError.
+    assert policy.backoff(2000) == 30
