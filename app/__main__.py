@@ -122,7 +122,7 @@ def main() -> None:
     settle_heap()
     with sock:
         if settings.workers > 1:
-            uvloop.run(serve_with_workers(server, sock, app, settings))
+            uvloop.run(serve_with_workers(server, sock, app, front, settings))
         else:
             server.run(sockets=[sock])
     if not server.started:
@@ -130,12 +130,13 @@ def main() -> None:
 
 
 async def serve_with_workers(
-    server: uvicorn.Server, sock: socket.socket, app: LoadBalancerApp, settings: Settings
+    server: uvicorn.Server, sock: socket.socket, app: LoadBalancerApp, front: Front, settings: Settings
 ) -> None:
     """This process owns replicas and health and serves the port; LB_WORKERS - 1 workers share it."""
     private = socket.socket()  # where workers send the LB's own paths (the shared port could loop back)
     private.bind(("127.0.0.1", 0))
     owner_address = f"127.0.0.1:{private.getsockname()[1]}"
+    front.unlogged_port = private.getsockname()[1]  # the forwarding worker writes the access-log line
     serving = asyncio.create_task(server.serve(sockets=[sock, private]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)

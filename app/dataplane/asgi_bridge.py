@@ -28,6 +28,7 @@ class AsgiExchange:
 
     upstream = ""  # answered by the LB itself (for the access log)
     began = 0.0  # perf_counter() at the head, set only when the access log is on
+    logged = False
 
     def __init__(self, client: ClientConnection, head: RequestHead, max_body_bytes: int) -> None:
         self._client = client

@@ -70,6 +70,7 @@ class DataPlane:
         max_tries: int = 3,
         max_body_bytes: int = 10 * 1024 * 1024,
         translate_404: bool = True,
+        names_replicas: bool = True,
         stats: Stats | None = None,
         balance_factor: float | None = None,
     ) -> None:
@@ -77,6 +78,7 @@ class DataPlane:
         self.stats = stats or Stats()  # per-replica counters (this process's; /metrics reads the owner's)
         self.balance_factor = balance_factor  # None: plain consistent hashing
         self.translate_404 = translate_404  # a replica's 404 becomes the contract's 400 (not the LB's own)
+        self.names_replicas = names_replicas  # False: the upstream is the LB's owner process, not a replica
         self.extract_key = extract_key
         self.max_tries = max_tries
         self.max_body_bytes = max_body_bytes
@@ -123,6 +125,7 @@ class ProxyExchange:
         "body_done",
         "head",
         "leftover",
+        "logged",
         "status",
     )
 
@@ -134,6 +137,7 @@ class ProxyExchange:
         self.leftover = b""  # bytes the client sent after an Upgrade request, for the tunnel
         self.status = 0  # the status the client gets (for the access log)
         self.began = 0.0  # perf_counter() at the head, set only when the access log is on
+        self.logged = False
         scope: dict[str, Any] = {"query_string": head.query, "headers": head.headers, "path": head.path}
         scope["client"] = client.peer
         self._key = plane.extract_key(scope) or random_key()
@@ -161,8 +165,8 @@ class ProxyExchange:
 
     @property
     def upstream(self) -> str:
-        """The replica that answered, or was tried last ("" before any)."""
-        return self._name
+        """The replica that answered, or was tried last ("" before any, or for the LB's own paths)."""
+        return self._name if self._plane.names_replicas else ""
 
     def start(self) -> None:
         """Pick the replica and send the head (on an idle connection: no Task, no await)."""

@@ -10,7 +10,11 @@ keep-alive timeout, maximum header size, maximum concurrent connections (refused
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import sys
+import termios
 from collections import deque
 from dataclasses import dataclass, fields
 from time import perf_counter
@@ -50,6 +54,7 @@ class Exchange(Protocol):
     leftover: bytes
     status: int  # what the client gets (0 until decided)
     began: float  # perf_counter() at the head, when the access log is on
+    logged: bool  # its access-log line is written
 
     @property
     def started(self) -> bool: ...
@@ -94,6 +99,9 @@ class Front:
         self.limits = limits
         self.owner = owner  # in a worker process: the LB's own paths are proxied to the owner process
         self.access_log = access_log  # None: no line per request (LB_ACCESS_LOG=false)
+        # The owner's private port, where workers forward the LB's own paths: they log those requests
+        # (with the real client), so the owner does not log them a second time.
+        self.unlogged_port: int | None = None
         self.is_reserved = app.is_reserved
         self.too_many = error_response(503, failure_body("Too many connections"), close=True)
         self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
@@ -126,6 +134,7 @@ class ClientConnection(asyncio.Protocol):
         self.loop = _loop or asyncio.get_event_loop()
         self.front = front
         self.limits = front.limits
+        self.access_log = front.access_log
         self.parser = HttpRequestParser(self)
         self.peer: tuple[str, int] | None = None
         self.sockname: tuple[str, int] | None = None
@@ -143,6 +152,7 @@ class ClientConnection(asyncio.Protocol):
         self._body_timer: asyncio.TimerHandle | None = None  # armed while a body is being read
         self._send_timer: asyncio.TimerHandle | None = None  # armed while the client takes nothing
         self._body_seen = 0.0
+        self._send_backlog = 0  # bytes waiting for the client when the send timer was (re)armed
         # Timers are armed lazily: a head that arrives in one read, and a keep-alive connection that is
         # busy again before its idle deadline, cost no TimerHandle per request.
         self._head_started = self._idle_since = 0.0
@@ -174,6 +184,8 @@ class ClientConnection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self.sockname = (str(sock[0]), int(sock[1]))
+            if self.sockname[1] == self.front.unlogged_port:
+                self.access_log = None
         self._header_timer = self.loop.call_later(self.limits.header_timeout, self._on_header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -187,6 +199,8 @@ class ClientConnection(asyncio.Protocol):
             self._send_timer.cancel()
         active, self._active = self._active, None
         if active is not None:
+            if self.access_log is not None:
+                self._log_access(active, "tunnel" if self._tunnel is not None else "client_closed")
             active.on_client_lost()
         while self._queue:
             self._queue.popleft().on_client_lost()
@@ -242,6 +256,7 @@ class ClientConnection(asyncio.Protocol):
         """The client reads slower than we write: pause the source; it must read again in time."""
         self.writing_paused = True
         if self._send_timer is None:
+            self._send_backlog = self._untaken_bytes()
             self._send_timer = self.loop.call_later(self.limits.send_timeout, self._on_send_timeout)
         if self._active is not None:
             self._active.on_client_writable(False)
@@ -334,7 +349,7 @@ class ClientConnection(asyncio.Protocol):
             exchange = ProxyExchange(plane, self, head)
         else:
             exchange = AsgiExchange(self, head, self.limits.max_body_bytes)
-        if front.access_log is not None:
+        if self.access_log is not None:
             exchange.began = perf_counter()
         self._current = exchange
         if head.upgrade:
@@ -377,8 +392,8 @@ class ClientConnection(asyncio.Protocol):
         """`exchange` wrote its whole response: start the next pipelined request, or wait for one."""
         if exchange is not self._active:
             return
-        if self.front.access_log is not None:
-            self.front.access_log.log(self.peer, exchange)
+        if self.access_log is not None:
+            self._log_access(exchange)
         self._active = None
         if not (self.keep_alive and exchange.head.keep_alive):
             self.keep_alive = False
@@ -403,9 +418,7 @@ class ClientConnection(asyncio.Protocol):
 
     def start_tunnel(self, exchange: ProxyExchange) -> None:
         """After a 101: client bytes go to the replica as they come, no more HTTP parsing."""
-        self._tunnel = exchange
-        if self.front.access_log is not None:
-            self.front.access_log.log(self.peer, exchange, "tunnel")
+        self._tunnel = exchange  # its access-log line is written when it ends
         self._cancel_timers()
         if exchange.leftover:
             exchange.on_client_data(exchange.leftover)
@@ -425,6 +438,8 @@ class ClientConnection(asyncio.Protocol):
             paused.discard(reason)
             if not paused and not self._lost:
                 self.transport.resume_reading()
+                if self._body_timer is not None:
+                    self._body_seen = self.loop.time()  # the pause was ours: the body clock restarts
 
     async def drain(self) -> None:
         """Wait until the client takes bytes again (ASGI sends)."""
@@ -453,8 +468,8 @@ class ClientConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Break the connection now: the client must see a truncated response, not a complete one."""
         if not self._lost:
-            if self.front.access_log is not None and self._active is not None:
-                self.front.access_log.log(self.peer, self._active, "broken")
+            if self.access_log is not None and self._active is not None:
+                self._log_access(self._active, "broken")
             self.transport.abort()
 
     def shutdown(self) -> None:
@@ -470,17 +485,27 @@ class ClientConnection(asyncio.Protocol):
         self._head_too_large = True
         raise ValueError("request header too large")  # stops the parser: HttpParserCallbackError
 
+    def _log_access(self, exchange: Exchange, outcome: str | None = None) -> None:
+        """The exchange's one access-log line (LB_ACCESS_LOG), unless it has one already."""
+        if self.access_log is not None and not exchange.logged:
+            exchange.logged = True
+            self.access_log.log(self.peer, exchange, outcome)
+
     def _reject(self, response: bytes) -> None:
         """A request we refuse to parse further: answer once the earlier ones are answered, then close."""
         self.pause_reading("rejected")
         self.keep_alive = False
         active = self._active
         if active is not None and active is self._current:
-            # Its own body is malformed: it can never complete.
+            # Its own body is malformed (or stopped coming): it can never complete.
+            if active.started:
+                self.abort()  # logs it as broken
+            elif self.access_log is not None:
+                active.status = int(response[9:12])  # "HTTP/1.1 NNN ..."
+                self._log_access(active)
             self._active = None
             active.on_client_lost()
             if active.started:
-                self.abort()
                 return
         if self._active is None:
             self.write(response)
@@ -515,9 +540,29 @@ class ClientConnection(asyncio.Protocol):
     def _on_send_timeout(self) -> None:
         """The client took nothing of what we sent for LB_SEND_TIMEOUT: drop it (nginx's send_timeout)."""
         self._send_timer = None
-        if self.writing_paused and not self._lost:
-            logger.info("client %s read nothing for %s s; closing", self.peer, self.limits.send_timeout)
-            self.abort()
+        if not self.writing_paused or self._lost:
+            return
+        backlog = self._untaken_bytes()
+        if backlog < self._send_backlog:  # it read something: slow, but reading
+            self._send_backlog = backlog
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._on_send_timeout)
+            return
+        logger.info("client %s read nothing for %s s; closing", self.peer, self.limits.send_timeout)
+        self.abort()
+
+    def _untaken_bytes(self) -> int:
+        """Bytes sent to the client and not yet taken: our buffer plus the kernel's send queue.
+
+        The kernel queue counts: it holds megabytes, and it shrinks as the client reads long before our
+        own buffer does (the socket reports writable only once a third of it is free).
+        """
+        size = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                size += int.from_bytes(queued, sys.byteorder, signed=True)
+        return size
 
     def _on_idle_timeout(self) -> None:
         self._idle_timer = None

@@ -159,6 +159,7 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
         max_tries=1,
         max_body_bytes=settings.max_control_body_bytes,
         translate_404=False,
+        names_replicas=False,
     )
     access_log = make_access_log(settings.access_log)
     front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane, access_log=access_log)

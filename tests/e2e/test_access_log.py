@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import socket
+import struct
 from pathlib import Path
 
 import httpx
 
-from tests.lb_support import RunningLB, echo_lb, wait_until
+from tests.lb_support import RunningLB, echo_lb, fresh_get, wait_until
 
 LINE = re.compile(r"app\.dataplane\.access_log: (client=\S+ method=\S+ target=\S+ status=\S+.*)$", re.M)
 
@@ -52,3 +54,44 @@ def test_no_line_when_the_access_log_is_off(tmp_path: Path) -> None:
         # The LB logs INFO lines (start-up, replicas): the access log alone is missing.
         assert "replica" in lb.log()
         assert access_lines(lb) == []
+
+
+def lines_for(lb: RunningLB, target: str, count: int) -> list[dict[str, str]]:
+    """The access-log lines of `target`, once at least `count` of them are written."""
+
+    def enough() -> list[dict[str, str]]:
+        rows = [r for r in access_lines(lb) if r["target"] == target]
+        return rows if len(rows) >= count else []
+
+    return wait_until(enough, timeout=10)
+
+
+def test_through_a_worker_the_lbs_own_paths_get_one_line_each(tmp_path: Path) -> None:
+    # A worker forwards /rep to the owner's private port: the worker logs it, the owner must not again.
+    requests = 12
+    with echo_lb(tmp_path, access_log=True, workers="2") as lb:
+        before = len([r for r in access_lines(lb) if r["target"] == "/rep"])  # start_lb's own polls
+        for _ in range(requests):
+            assert fresh_get(lb, "/rep").status_code == 200
+        rows = lines_for(lb, "/rep", before + requests)
+        assert len(rows) == before + requests  # the owner's line would come first: none was written
+        assert all("replica" not in r and r["client"] == "127.0.0.1" for r in rows)
+
+
+def test_cut_off_requests_are_logged_too(tmp_path: Path) -> None:
+    with echo_lb(tmp_path, access_log=True, body_timeout="1") as lb:
+        # A body that stops coming: the client got a 408.
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=20) as sock:
+            sock.sendall(b"POST /echo?id=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nxx")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 408")
+        (timed_out,) = lines_for(lb, "/echo?id=3", 1)
+        assert timed_out["status"] == "408"
+        # A client that leaves before its answer (nginx logs these as 499).
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=20) as sock:
+            sock.sendall(b"GET /slow?secs=5&id=4 HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_until(lambda: sum(r["in_flight"] for r in lb.status().values()) == 1, timeout=10)
+            # Closed with a reset (a half-close would still get its answer: HTTP/1.1 allows it).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        (left,) = lines_for(lb, "/slow?secs=5&id=4", 1)
+        assert left["outcome"] == "client_closed"
+        assert left["status"] == "-"

@@ -58,3 +58,17 @@ def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(timeout_l
         wait_until(lambda: in_flight(timeout_lb) == 0, timeout=20)
         received = len(read_until_closed(sock, limit=10_000))
     assert 0 < received < BIG_MIB * 1024 * 1024
+
+
+def test_a_slow_but_steady_reader_is_not_dropped(timeout_lb: RunningLB) -> None:
+    # 64 KiB every 0.25 s: far too slow to empty the LB's buffers (megabytes, most of them in the
+    # kernel) within the 1 s send timeout, yet the client takes bytes all the time, so (as with nginx's
+    # send_timeout) it keeps its connection.
+    with socket.create_connection(("127.0.0.1", timeout_lb.port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET /big?mib={BIG_MIB}&id=7 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        wait_until(lambda: in_flight(timeout_lb) == 1, timeout=10)
+        for _ in range(16):  # 4 s in all: four send timeouts
+            assert sock.recv(64 * 1024)
+            time.sleep(0.25)  # the slow client's pace, not a synchronisation
+        assert in_flight(timeout_lb) == 1  # still streaming to it
