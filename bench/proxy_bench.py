@@ -34,9 +34,9 @@ request = function()
   return wrk.format("GET", "/home?id=" .. math.random(100000, 999999))
 end
 """
-# The same requests at the same load for every target: each connection pauses PACE_MS before its next
-# request, so nginx and the LB serve about the same req/s, well below either's capacity. At full load
-# (the passes above) latency is mostly queueing, which grows as 1/throughput; here it is the proxy's own.
+# The same requests at about the same load for nginx and the LB: each connection pauses PACE_MS before
+# its next request (32 connections: at most ~10k req/s, about half of what LB_WORKERS=1 serves at full
+# load). At full load latency is mostly queueing, which grows as 1/throughput; here less of it is.
 PACE_MS = 3
 PACED_SCRIPT = WRK_SCRIPT + f"delay = function()\n  return {PACE_MS}\nend\n"
 NGINX_CONF = """

@@ -14,6 +14,6 @@ import gc
 
 
 def settle_heap() -> None:
-    """Call once start-up is done, before serving."""
+    """Call before serving, once the app is built (what the lifespan adds after this is small)."""
     gc.collect()
     gc.freeze()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,8 +23,10 @@ from prometheus_client.registry import Collector
 from app.api.deps import HubDep, PoolDep, StatsDep
 from app.control.lifecycle import State
 from app.control.membership import Membership
-from app.dataplane.hub import WorkerHub
 from app.metrics import LATENCY_BOUNDS, STATUS_CLASSES, Stats
+
+if TYPE_CHECKING:
+    from app.dataplane.hub import WorkerHub  # typing only: the API does not import the data plane
 
 router = APIRouter(tags=["status"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -11,8 +12,10 @@ from pydantic import BaseModel, Field
 from app.api.deps import HubDep, PoolDep, ProcessStatsDep, StatsDep, StrategyDep
 from app.control.engine_membership import EngineMembership
 from app.control.lifecycle import State
-from app.dataplane.hub import WorkerHub
 from app.metrics import Stats
+
+if TYPE_CHECKING:
+    from app.dataplane.hub import WorkerHub  # typing only: the API does not import the data plane
 
 
 class TaskStatus(BaseModel):
