@@ -15,25 +15,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log error;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
+from bench.nginx_conf import nginx_conf
+
+SERVER = """
   keepalive_requests 1000000;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
   server {{
     listen {host}:{port} backlog=1024;
     location = /home {{ default_type application/json; return 200 '{body}'; }}
     location = /heartbeat {{ return 200; }}
     location / {{ return 404; }}
-  }}
-}}
-"""
+  }}"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     body = json.dumps({"message": f"Hello from Server: {name}", "status": "successful"})
     tmp = Path(tempfile.mkdtemp(prefix="chlb-nginx-replica-"))
     conf = tmp / "nginx.conf"
-    conf.write_text(CONF.format(tmp=tmp, host=args.host, port=args.port, body=body.replace("'", "\\'")))
+    server = SERVER.format(host=args.host, port=args.port, body=body.replace("'", "\\'"))
+    conf.write_text(nginx_conf(tmp, server, error_level="error"))
     os.set_inheritable(args.fd, True)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     env = {**os.environ, "NGINX": f"{args.fd};"}

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.nginx_conf import nginx_conf
+
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
 math.randomseed(42)
@@ -39,16 +41,7 @@ end
 # load). At full load latency is mostly queueing, which grows as 1/throughput; here less of it is.
 PACE_MS = 3
 PACED_SCRIPT = WRK_SCRIPT + f"delay = function()\n  return {PACE_MS}\nend\n"
-NGINX_CONF = """
-worker_processes {workers};
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+PROXY = """
   upstream replicas {{
     hash $arg_id consistent;
 {servers}
@@ -61,9 +54,7 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
-  }}
-}}
-"""
+  }}"""
 
 
 NGINX_1 = "nginx 1 worker, hash $arg_id consistent"
@@ -190,7 +181,7 @@ def start_nginx(work: Path, port: int, addresses: list[str], workers: int) -> su
     work.mkdir()
     servers = "\n".join(f"    server {addr};" for addr in addresses)
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=work, servers=servers, port=port, workers=workers))
+    conf.write_text(nginx_conf(work, PROXY.format(servers=servers, port=port), workers=workers))
     proc = subprocess.Popen([nginx_bin, "-c", str(conf), "-p", str(work)])
     wait_http(f"http://127.0.0.1:{port}/home?id=1")
     return proc
