@@ -12,6 +12,8 @@ from urllib.parse import unquote_plus
 
 from app.settings import KeySourceName
 
+_AMPERSAND, _PERCENT, _PLUS = ord("&"), ord("%"), ord("+")
+
 KeyExtractor = Callable[[MutableMapping[str, Any]], "str | None"]
 
 
@@ -23,7 +25,7 @@ def random_key() -> str:
 def _decode(raw: bytes) -> str | None:
     if not raw:
         return None
-    if b"%" in raw or b"+" in raw:
+    if _PERCENT in raw or _PLUS in raw:  # ints: a memchr, several times cheaper than a bytes needle
         return unquote_plus(raw.decode("latin-1"))
     return raw.decode("latin-1")
 
@@ -33,13 +35,16 @@ def query_key(name: str) -> KeyExtractor:
     prefix = name.encode() + b"="
 
     def extract(scope: MutableMapping[str, Any]) -> str | None:
+        # find() rather than split("&"): no list of parts on the hot path.
         qs: bytes = scope["query_string"]
-        if prefix not in qs:
+        start = qs.find(prefix)
+        while start > 0 and qs[start - 1] != _AMPERSAND:  # e.g. "xid=": not this parameter
+            start = qs.find(prefix, start + 1)
+        if start < 0:
             return None
-        for part in qs.split(b"&"):
-            if part.startswith(prefix):
-                return _decode(part[len(prefix) :])
-        return None
+        start += len(prefix)
+        end = qs.find(b"&", start)
+        return _decode(qs[start:] if end < 0 else qs[start:end])
 
     return extract
 
