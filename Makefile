@@ -23,7 +23,8 @@ help:
 	@echo "make test                install everything, then lint + type-check + the whole test suite"
 	@echo "make lint                ruff + mypy only"
 	@echo "make install             the virtualenv (.venv) with every dependency"
-	@echo "make bench               proxy throughput vs nginx and a direct call -> $(BENCH_OUT)/results.md"
+	@echo "make bench               proxy throughput vs nginx and a direct call -> $(BENCH_OUT)/results.md;"
+	@echo "                         the data plane's Python per request, no sockets -> $(BENCH_OUT)/dataplane.md"
 	@echo "make bench-report        the same, refreshing the committed bench/results.md"
 	@echo "make experiments         experiments A-1..A-5 -> $(EXPERIMENTS_OUT)/REPORT.md"
 	@echo "make experiments-report  the same, refreshing the committed experiments/REPORT.md and figures"
@@ -60,6 +61,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	scripts/apt-install.sh $(BENCH_APT)
 	$(BIN)/python -m bench.proxy_bench --out $(BENCH_OUT)/results.md
+	$(BIN)/python -m bench.dataplane_bench --out $(BENCH_OUT)/dataplane.md
 
 bench-report: $(STAMP)
 	scripts/apt-install.sh $(BENCH_APT)
