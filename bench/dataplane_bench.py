@@ -29,6 +29,7 @@ from app.dataplane.server import ClientConnection, Front, FrontLimits
 from app.dataplane.upstream import UpstreamPool
 from app.dataplane.upstream_stream import StreamConnection
 from app.ring.registry import make_strategy
+from bench.report import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"message": "Hello from Server: Server 1", "status": "successful"}'
@@ -179,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
     return 0
 
 

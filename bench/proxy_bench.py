@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from bench.nginx_conf import nginx_conf
+from bench.report import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
@@ -370,9 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "CPU µs/req: user + system time of the proxy process(es) from /proc during the run, per request."
     )
     text = "\n".join(sections) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
     return 0
 
 

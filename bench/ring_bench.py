@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.ring import STRATEGIES, Ring, make_strategy
+from bench.report import publish
 
 DEFAULT_OUT = Path(__file__).parent / "out" / "ring.md"
 
@@ -130,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     seq = sequential_ids(args.keys)
     rows = [measure(name, n, keys, seq, args.repeat) for name in STRATEGIES for n in args.backends]
     table = render(rows, args.keys, args.seed)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
+    publish(table, args.out)
     return 0
 
 

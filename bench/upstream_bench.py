@@ -26,6 +26,7 @@ import httpx
 import uvloop
 
 from app.dataplane.upstream import UpstreamPool
+from bench.report import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"message":"Hello from Server: S1","status":"successful"}'
@@ -257,9 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(timeout=10)
         sock.close()
     report = render(results, args)
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
+    publish(report, args.out)
     return 0
 
 
