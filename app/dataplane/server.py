@@ -114,8 +114,12 @@ class Front:
         return ClientConnection(front=self, **kwargs)
 
 
-class ClientConnection(asyncio.Protocol):
-    """One client connection: parse requests, dispatch them in order, enforce the limits."""
+class ClientConnection:
+    """One client connection: parse requests, dispatch them in order, enforce the limits.
+
+    An asyncio protocol by its methods, not by inheritance (uvloop and asyncio look the methods up):
+    a class with no Python base can be compiled to a native class (app/native.py).
+    """
 
     transport: asyncio.Transport
 

@@ -438,7 +438,11 @@ class UpstreamPool:
     async def _open(self, factory: Callable[[], _Conn]) -> _Conn:
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await asyncio.get_running_loop().create_connection(factory, self._host, self._port)
+                loop = asyncio.get_running_loop()
+                # StreamConnection is a protocol by its methods only (see its docstring): cast for typing.
+                protocol_factory = cast(Callable[[], asyncio.Protocol], factory)
+                _, protocol = await loop.create_connection(protocol_factory, self._host, self._port)
+                conn = cast(_Conn, protocol)
         except OSError as exc:  # TimeoutError and socket.gaierror are OSErrors too
             raise UpstreamConnectError(f"cannot connect to {self.address}: {exc!r}") from exc
         if not conn.is_usable():

@@ -44,8 +44,11 @@ class ResponseSink(Protocol):
     def flush(self) -> None: ...
 
 
-class StreamConnection(asyncio.Protocol):
-    """One keep-alive TCP connection to a replica whose responses stream to a bound sink."""
+class StreamConnection:
+    """One keep-alive TCP connection to a replica whose responses stream to a bound sink.
+
+    An asyncio protocol by its methods, not by inheritance, so that it compiles to a native class.
+    """
 
     __slots__ = (
         "_chunked",
