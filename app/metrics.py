@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from typing import Any
 
 # Upstream latency buckets, seconds (Prometheus `le` bounds); the last bucket is +Inf.
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -39,6 +40,16 @@ class ReplicaStats:
         self.latency_sum = 0.0
         self.recent = [0.0] * RECENT
         self.recent_count = 0
+
+    def __reduce__(self) -> tuple[type[ReplicaStats], tuple[()], tuple[object, ...]]:
+        """Pickle as constructor + state: workers send their counters (compiled classes have no __dict__)."""
+        state = (self.by_class, self.buckets, self.errors, self.retries, self.diverted, self.latency_sum)
+        return (ReplicaStats, (), (*state, self.recent, self.recent_count))
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        """The other half of __reduce__."""
+        (self.by_class, self.buckets, self.errors, self.retries, self.diverted, self.latency_sum) = state[:6]
+        self.recent, self.recent_count = state[6:]
 
     def observe(self, status: int, seconds: float) -> None:
         """One response from the replica, `seconds` after the request left."""
@@ -92,6 +103,14 @@ class Stats:
         self.lb_responses: Counter[int] = Counter()  # status -> answers the LB made itself (4xx/5xx)
         self.ring_rebuilds = 0
         self.transitions: Counter[tuple[str, str]] = Counter()  # (replica, new state) -> count
+
+    def __reduce__(self) -> tuple[type[Stats], tuple[()], tuple[object, ...]]:
+        """Pickle as constructor + state (see ReplicaStats.__reduce__)."""
+        return (Stats, (), (self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions))
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        """The other half of __reduce__."""
+        self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions = state
 
     def replica(self, name: str) -> ReplicaStats:
         """The replica's counters, created on first use."""

@@ -34,6 +34,10 @@ class EmptyRing:
 
     __slots__ = ()
 
+    def __reduce__(self) -> tuple[type[EmptyRing], tuple[()]]:
+        """Pickle by constructor arguments (workers get the ring so; compiled classes have no __dict__)."""
+        return (EmptyRing, ())
+
     def lookup(self, key: str) -> str:
         """Raise: no replica can take the key."""
         raise NoReplicasError(NO_REPLICAS)

@@ -34,6 +34,10 @@ class KetamaRing:
         self._owners = owners
         self._total = total
 
+    def __reduce__(self) -> tuple[type[KetamaRing], tuple[list[int], list[str], int]]:
+        """Pickle by constructor arguments (workers get the ring so; compiled classes have no __dict__)."""
+        return (KetamaRing, (self._points, self._owners, self._total))
+
     def lookup(self, key: str) -> str:
         """Return the owner of the first point above the key's hash (libketama's rule)."""
         digest = md5(key.encode()).digest()

@@ -54,6 +54,10 @@ class MaglevRing:
         self._size = len(table)
         self._seeded = seeded
 
+    def __reduce__(self) -> tuple[type[MaglevRing], tuple[list[str], tuple[tuple[int, str], ...]]]:
+        """Pickle by constructor arguments (workers get the ring so; compiled classes have no __dict__)."""
+        return (MaglevRing, (self._table, self._seeded))
+
     def lookup(self, key: str) -> str:
         """Return the table entry for the key's hash."""
         # hash64 inlined: saves a Python call on the hot path.

@@ -44,6 +44,10 @@ class RendezvousRing:
     def __init__(self, seeded: tuple[tuple[int, str], ...]) -> None:
         self._seeded = seeded
 
+    def __reduce__(self) -> tuple[type[RendezvousRing], tuple[tuple[tuple[int, str], ...]]]:
+        """Pickle by constructor arguments (workers get the ring so; compiled classes have no __dict__)."""
+        return (RendezvousRing, (self._seeded,))
+
     def lookup(self, key: str) -> str:
         """Return the replica with the highest score for the key."""
         # score_key and weight inlined: a Python call per replica would double the cost at N=10.

@@ -33,6 +33,11 @@ class SlotRing:
         # A key in slot s goes to the first virtual server at a slot >= s, wrapping to the first one.
         self._owner = [self._names[bisect_left(self._points, s) % n] for s in range(slots)]
 
+    def __reduce__(self) -> tuple[type[SlotRing], tuple[KeySlot, list[tuple[int, str]], int]]:
+        """Pickle by constructor arguments (workers get the ring so; compiled classes have no __dict__)."""
+        placed = list(zip(self._points, self._names, strict=True))
+        return (SlotRing, (self._slot_of, placed, len(self._owner)))
+
     def lookup(self, key: str) -> str:
         """Return the owner of the key's slot."""
         return self._owner[self._slot_of(key)]
