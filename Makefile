@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BENCH_OUT       := bench/out
 EXPERIMENTS_OUT := experiments/results
 
-.PHONY: help install run test lint bench bench-report experiments experiments-report clean
+.PHONY: help install native run test lint bench bench-report experiments experiments-report clean
 
 help:
 	@echo "make run                 start the load balancer on :5000 with 3 local replicas (Ctrl-C stops it);"
@@ -23,6 +23,8 @@ help:
 	@echo "make test                install everything, then lint + type-check + the whole test suite"
 	@echo "make lint                ruff + mypy only"
 	@echo "make install             the virtualenv (.venv) with every dependency"
+	@echo "make native              compile the hot path with mypyc into build/native (run, test and bench do it;"
+	@echo "                         a no-op when up to date; without a C compiler the LB runs the Python source)"
 	@echo "make bench               proxy throughput vs nginx and a direct call -> $(BENCH_OUT)/results.md;"
 	@echo "                         the data plane's Python per request, no sockets -> $(BENCH_OUT)/dataplane.md"
 	@echo "make bench-report        the same, refreshing the committed bench/results.md"
@@ -45,37 +47,44 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Compiles only when a hot-path source changed since the last build (app/native.py checks the same digests).
+native: $(STAMP)
+	@$(BIN)/python -c 'import os, shutil, sys, sysconfig; \
+	  sys.exit(not (shutil.which("cc") and os.path.isfile(sysconfig.get_paths()["include"] + "/Python.h")))' \
+	  || scripts/apt-install.sh gcc python3-dev
+	$(BIN)/python scripts/build_native.py
+
 # exec: Ctrl-C reaches the LB directly; it stops its replicas and exits 0, so make reports no error.
-run: $(STAMP)
+run: native
 	exec $(BIN)/python -m app
 
 lint: $(STAMP)
-	$(BIN)/ruff check app replica_service experiments bench tests
-	$(BIN)/mypy app replica_service experiments bench tests
+	$(BIN)/ruff check app replica_service experiments bench tests scripts
+	$(BIN)/mypy app replica_service experiments bench tests scripts
 
-test: $(STAMP)
+test: native
 	scripts/apt-install.sh $(TEST_APT)
 	$(MAKE) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: native
 	scripts/apt-install.sh $(BENCH_APT)
 	$(BIN)/python -m bench.proxy_bench --out $(BENCH_OUT)/results.md
 	$(BIN)/python -m bench.dataplane_bench --out $(BENCH_OUT)/dataplane.md
 
-bench-report: $(STAMP)
+bench-report: native
 	scripts/apt-install.sh $(BENCH_APT)
 	$(BIN)/python -m bench.proxy_bench --out bench/results.md
 
-experiments: $(STAMP)
+experiments: native
 	$(BIN)/python -m experiments.run_all --out $(EXPERIMENTS_OUT)
 
-experiments-report: $(STAMP)
+experiments-report: native
 	$(BIN)/python -m experiments.run_all --out $(EXPERIMENTS_OUT) --report experiments/REPORT.md \
 	  --figures experiments/figures
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output .docker $(BENCH_OUT) $(EXPERIMENTS_OUT)
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache test-output .docker $(BENCH_OUT) $(EXPERIMENTS_OUT)
 
 -include mk/docker.mk
 -include mk/swarm.mk

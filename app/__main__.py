@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
+from app import native
 from app.control.lifecycle import LifecyclePolicy
 from app.dataplane.access_log import make_access_log
 from app.dataplane.front import LoadBalancerApp
@@ -111,6 +112,9 @@ def main() -> None:
     sock = listening_socket(settings)
     host, port = sock.getsockname()[:2]  # the real port, also when the socket was inherited (LB_FD)
     logger.info("open %s", where_to_look(host, port))
+    native.STATE.log(logger)
+    if native.STATE.compiled and not settings.compiled:
+        logger.warning("LB_COMPILED=false from .env comes too late: set it in the environment")
     app = create_app(settings)
     assert isinstance(app, LoadBalancerApp)
     front = Front(app, FrontLimits.from_settings(settings), access_log=make_access_log(settings.access_log))

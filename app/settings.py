@@ -167,6 +167,11 @@ class Settings(BaseSettings):
 
     # Fast path: non-control requests skip FastAPI routing (same behaviour, documented route).
     fast_path: bool = True
+    compiled: bool = Field(
+        True,
+        description="run the hot path compiled with mypyc when build/native matches the sources"
+        " (read from the environment when the app package is imported; .env is too late for it)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="one log line per request (uvicorn access log); costs speed")
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from app import native
 from app.api.deps import HubDep, PoolDep, ProcessStatsDep, StatsDep, StrategyDep
 from app.control.engine_membership import EngineMembership
 from app.control.lifecycle import State
@@ -65,6 +66,7 @@ class StatusResponse(BaseModel):
     strategy: str
     replicas: list[ReplicaStatus]
     workers: list[WorkerStatus]
+    compiled: bool = Field(description="whether the hot path runs compiled (the start-up log says why not)")
     status: str = "successful"
 
 
@@ -129,4 +131,6 @@ async def replica_status(
         )
         for m in members
     ]
-    return StatusResponse(strategy=strategy.name, replicas=rows, workers=worker_rows(own, hub))
+    return StatusResponse(
+        strategy=strategy.name, replicas=rows, workers=worker_rows(own, hub), compiled=native.STATE.compiled
+    )

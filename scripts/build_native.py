@@ -1,0 +1,67 @@
+"""Compile the hot path (app.native.MODULES) with mypyc into build/native, unless it is up to date.
+
+Run by `make native`. The build goes to a temporary folder and replaces build/native only once it has
+succeeded, so a failed build leaves the Python source in use (app/native.py checks the manifest), never
+half a build. Exit status 0 even then: the LB runs interpreted, only slower, and says so at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["LB_COMPILED"] = "false"  # import app.native without loading a previous build
+
+from app import native  # noqa: E402  (needs the path and the variable above)
+
+
+def build(target: Path) -> dict[str, str]:
+    """Compile into `target`; return each extension module's file, relative to `target`."""
+    from mypyc.build import mypycify
+    from setuptools import Distribution
+
+    paths = [str(native.source_path(name).relative_to(ROOT)) for name in native.MODULES]
+    extensions = mypycify(paths, group_name=native.GROUP, target_dir=str(target / "c"), opt_level="3")
+    dist = Distribution({"name": "chlb-native", "ext_modules": extensions})
+    dist.script_name = "build_native"
+    dist.script_args = ["-q", "build_ext", "--build-lib", str(target), "--build-temp", str(target / "o")]
+    dist.parse_command_line()
+    dist.run_commands()
+    command = dist.get_command_obj("build_ext")
+    files = {ext.name: command.get_ext_fullpath(ext.name) for ext in extensions}
+    files = {name: str(Path(path).resolve().relative_to(target.resolve())) for name, path in files.items()}
+    shutil.rmtree(target / "c")
+    shutil.rmtree(target / "o")
+    return files
+
+
+def main() -> int:
+    files, reason = native.check(native.BUILD_DIR)
+    if files:
+        print(f"build_native: up to date ({native.BUILD_DIR.relative_to(ROOT)})")
+        return 0
+    print(f"build_native: compiling {len(native.MODULES)} modules with mypyc ({reason})", flush=True)
+    started = time.monotonic()
+    os.chdir(ROOT)  # mypyc names modules after their paths
+    native.BUILD_DIR.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="native-", dir=native.BUILD_DIR.parent))
+    try:
+        native.write_manifest(staging, build(staging))
+    except Exception as exc:  # a missing compiler or header: run interpreted, say so
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"build_native: FAILED, the LB will run the Python source: {exc!r}", file=sys.stderr)
+        return 0
+    shutil.rmtree(native.BUILD_DIR, ignore_errors=True)
+    staging.rename(native.BUILD_DIR)
+    print(f"build_native: done in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
