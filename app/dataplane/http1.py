@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from http import HTTPStatus
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) plus content-length: each hop frames its own body.
@@ -32,21 +31,52 @@ _STATUS_LINES: dict[int, bytes] = {
 }
 
 
-@dataclass(slots=True)
 class RequestHead:
-    """One parsed client request head; header names are lower-case."""
+    """One parsed client request head; header names are lower-case.
 
-    method: bytes
-    target: bytes  # as received: path and query, still percent-encoded
-    path: str  # percent-decoded, as ASGI's scope["path"]
-    query: bytes
-    headers: list[tuple[bytes, bytes]]
-    version: str  # "1.1" or "1.0"
-    keep_alive: bool
-    upgrade: bool
-    length: int | None  # Content-Length, if any
-    chunked: bool
-    expect_continue: bool
+    A plain class, not a dataclass: built once per request, and a compiled dataclass would still run
+    the interpreted __init__ that dataclasses generates.
+    """
+
+    __slots__ = (
+        "chunked",
+        "expect_continue",
+        "headers",
+        "keep_alive",
+        "length",
+        "method",
+        "path",
+        "query",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,  # as received: path and query, still percent-encoded
+        path: str,  # percent-decoded, as ASGI's scope["path"]
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        version: str,  # "1.1" or "1.0"
+        keep_alive: bool,
+        upgrade: bool,
+        length: int | None,  # Content-Length, if any
+        chunked: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.version = version
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.length = length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
 
     @property
     def has_body(self) -> bool:
