@@ -7,12 +7,18 @@ loop turn, so the figure is steady even on a busy machine (CPU time, best of sev
 cost of each change to the hot path. The reference row is httptools parsing the same two messages with
 callbacks that do nothing: the floor any Python proxy on these parsers pays.
 
+When the hot path runs compiled (app/native.py), the same round also runs on its Python source in a fresh
+interpreter with LB_COMPILED=false, for the ratio.
+
 `python -m bench.dataplane_bench [--requests N] [--passes P] [--out bench/out/dataplane.md]`
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +28,7 @@ from typing import Any, cast
 import httptools
 import uvloop
 
+from app import native
 from app.control.routing import RoutingTable
 from app.dataplane.exchange import DataPlane
 from app.dataplane.keys import make_key_extractor
@@ -150,6 +157,15 @@ def best_us(round_: Callable[[int], None], count: int, passes: int) -> float:
     return best / count * 1e6
 
 
+def interpreted_us(requests: int, passes: int) -> float:
+    """The proxy round on the Python source: a fresh interpreter, since modules load once per process."""
+    command = [sys.executable, "-m", "bench.dataplane_bench", "--proxy-only"]
+    command += [f"--requests={requests}", f"--passes={passes}"]
+    env = {**os.environ, "LB_COMPILED": "false"}
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=600)
+    return float(out.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--passes", type=int, default=7)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "dataplane.md")
+    parser.add_argument("--proxy-only", action="store_true", help="print only the LB's µs per request")
     args = parser.parse_args(argv)
     loop = uvloop.new_event_loop()
     try:
@@ -167,6 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
     if transport.writes < args.requests:
         raise SystemExit(f"only {transport.writes} responses reached the client for {args.requests} requests")
+    if args.proxy_only:
+        print(f"{ours:.4f}")
+        return 0
+    mode = "compiled" if native.STATE.compiled else "interpreted"
+    rows = [
+        f"| the LB's ClientConnection + StreamConnection, rendezvous, 3 replicas ({mode}) | {ours:.2f} | "
+        f"{ours / floor:.1f} |"
+    ]
+    if native.STATE.compiled:
+        source = interpreted_us(args.requests, args.passes)
+        rows.append(f"| the same, interpreted (LB_COMPILED=false) | {source:.2f} | {source / floor:.1f} |")
     text = "\n".join(
         [
             "# The data plane's Python per proxied request (no sockets; CPU time, best of "
@@ -175,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "| round | µs per request | × the parsers alone |",
             "|---|---:|---:|",
             f"| httptools parsing request + response, callbacks do nothing | {floor:.2f} | 1.00 |",
-            f"| the LB's ClientConnection + StreamConnection, rendezvous, 3 replicas | {ours:.2f} | "
-            f"{ours / floor:.1f} |",
+            *rows,
             "",
         ]
     )

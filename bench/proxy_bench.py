@@ -60,6 +60,7 @@ PROXY = """
 
 NGINX_1 = "nginx 1 worker, hash $arg_id consistent"
 LB_1 = "this LB, LB_WORKERS=1"
+LB_1_PY = "this LB, LB_WORKERS=1, interpreted (LB_COMPILED=false)"
 NGINX_2 = "nginx 2 workers"
 LB_2 = "this LB, LB_WORKERS=2"
 SEED = "the seed's design (Flask dev server + requests, md5 % N)"
@@ -149,7 +150,11 @@ def run_wrk(
 
 
 def start_lb(
-    port: int, tmp: Path, replica_command: list[str] | None = None, workers: int = 1
+    port: int,
+    tmp: Path,
+    replica_command: list[str] | None = None,
+    workers: int = 1,
+    compiled: bool = True,
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
     env.update(
@@ -159,6 +164,7 @@ def start_lb(
         LB_LOG_LEVEL="warning",
         LB_DB_PATH=str(tmp / f"votes-{port}.sqlite3"),
         LB_WORKERS=str(workers),
+        LB_COMPILED=str(compiled).lower(),
     )
     if replica_command:
         env["LB_REPLICA_COMMAND"] = json.dumps(replica_command)
@@ -197,11 +203,13 @@ def run_pass(
     two_workers: bool,
     seed: bool = False,
     paced: Path | None = None,
+    interpreted: bool = False,
 ) -> tuple[dict[str, Result], dict[str, Result]]:
     """Start the LB and nginx on the same replicas (and the 2-process pair); load each target in turn.
 
     With `paced` (a wrk script that pauses between requests), nginx 1 worker and LB_WORKERS=1 are also
-    loaded at the same moderate rate: the second dict.
+    loaded at the same moderate rate: the second dict. With `interpreted`, also an LB that runs the hot
+    path's Python source (LB_COMPILED=false), on replicas of its own of the same kind.
     """
     procs: list[tuple[subprocess.Popen[bytes], signal.Signals]] = []
     try:
@@ -230,6 +238,12 @@ def run_pass(
             procs.append((seed_lb, signal.SIGTERM))
             wait_http(f"http://127.0.0.1:{seed_port}/home?id=1")
             targets[SEED] = (f"http://127.0.0.1:{seed_port}", [seed_lb.pid])
+        if interpreted:
+            py_port = free_port()
+            lb_py = start_lb(py_port, tmp, replica_command, compiled=False)
+            procs.append((lb_py, signal.SIGTERM))
+            wait_http(f"http://127.0.0.1:{py_port}/rep")
+            targets[LB_1_PY] = (f"http://127.0.0.1:{py_port}", [lb_py.pid])
         if two_workers:
             lb2_port, nginx2_port = free_port(), free_port()
             lb2 = start_lb(lb2_port, tmp, replica_command, workers=2)
@@ -299,8 +313,8 @@ def table(title: str, results: dict[str, Result]) -> list[str]:
                     f"- {ours} vs {SEED}: req/s **{lb.rps / seed.rps:.0f}**×; "
                     f"the seed uses {seed.cpu_us / max(lb.cpu_us, 1e-9):.0f}× this LB's CPU per request."
                 )
-    for ours, theirs in ((LB_1, NGINX_1), (LB_2, NGINX_2)):
-        if ours in results:
+    for ours, theirs in ((LB_1, NGINX_1), (LB_1_PY, NGINX_1), (LB_2, NGINX_2), (LB_1, LB_1_PY)):
+        if ours in results and theirs in results:
             o, t = results[ours], results[theirs]
             lines.append(
                 f"- {ours} vs {theirs}: req/s **{o.rps / t.rps:.2f}**×, p99 **{o.p99_ms / t.p99_ms:.2f}**×, "
@@ -359,7 +373,15 @@ def main(argv: list[str] | None = None) -> int:
             sections += table("Python replicas (the LB's own replica_service)", results)
         if args.only in (None, "near-free"):
             results, same_load = run_pass(
-                "near-free", tmp, script, args, NEAR_FREE_REPLICA, two_workers=True, seed=True, paced=paced
+                "near-free",
+                tmp,
+                script,
+                args,
+                NEAR_FREE_REPLICA,
+                two_workers=True,
+                seed=True,
+                paced=paced,
+                interpreted=True,
             )
             title = "Near-free replicas (nginx answering the replica JSON): the proxy's own cost"
             sections += table(title, results)
