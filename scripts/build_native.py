@@ -7,6 +7,7 @@ half a build. Exit status 0 even then: the LB runs interpreted, only slower, and
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -41,24 +42,27 @@ def build(target: Path) -> dict[str, str]:
     return files
 
 
-def main() -> int:
-    files, reason = native.check(native.BUILD_DIR)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--build-dir", type=Path, default=native.BUILD_DIR, help="default: the LB's")
+    build_dir: Path = parser.parse_args(argv).build_dir.resolve()
+    files, reason = native.check(build_dir)
     if files:
-        print(f"build_native: up to date ({native.BUILD_DIR.relative_to(ROOT)})")
+        print(f"build_native: up to date ({build_dir})")
         return 0
     print(f"build_native: compiling {len(native.MODULES)} modules with mypyc ({reason})", flush=True)
     started = time.monotonic()
     os.chdir(ROOT)  # mypyc names modules after their paths
-    native.BUILD_DIR.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="native-", dir=native.BUILD_DIR.parent))
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="native-", dir=build_dir.parent))
     try:
         native.write_manifest(staging, build(staging))
     except Exception as exc:  # a missing compiler or header: run interpreted, say so
         shutil.rmtree(staging, ignore_errors=True)
         print(f"build_native: FAILED, the LB will run the Python source: {exc!r}", file=sys.stderr)
         return 0
-    shutil.rmtree(native.BUILD_DIR, ignore_errors=True)
-    staging.rename(native.BUILD_DIR)
+    shutil.rmtree(build_dir, ignore_errors=True)
+    staging.rename(build_dir)
     print(f"build_native: done in {time.monotonic() - started:.0f} s")
     return 0
 

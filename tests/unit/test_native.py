@@ -136,3 +136,17 @@ def test_counters_reach_the_owner_intact() -> None:
     assert copy.transitions == {("Server 1", "down"): 1}
     copy.replica("Server 1").observe(500, 0.1)  # the copy keeps counting
     assert copy.replica("Server 1").by_class[5] == 1
+
+
+def test_without_a_working_compiler_the_build_fails_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    build_dir = tmp_path / "native"
+    script = native.ROOT / "scripts" / "build_native.py"
+    env = {**os.environ, "CC": "false"}  # a compiler that fails every file, as a missing one would
+    done = subprocess.run(
+        [sys.executable, str(script), "--build-dir", str(build_dir)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # make goes on: the LB runs interpreted
+    assert "build_native: FAILED, the LB will run the Python source" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no half build: the staging folder is gone too
+    assert native.check(build_dir) == ({}, "not built (make native)")
