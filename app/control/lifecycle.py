@@ -94,8 +94,16 @@ class LifecyclePolicy:
 Prober = Callable[["Replica[Any]"], Awaitable[bool]]
 
 
+# Waits until no other process of the LB (LB_WORKERS) has requests in flight to the named replica, or
+# until the monotonic deadline; returns how many processes still have some.
+DrainWaiter = Callable[[str, float], Awaitable[int]]
+
+
 class Hooks:
     """What a member tells the pool that owns it; the pool fills these in."""
+
+    # Set when other processes proxy too: a removed member waits for their requests as well.
+    drain_waiter: DrainWaiter | None = None
 
     def routing_changed(self, member: Replica[Any]) -> None:
         """`member` entered or left UP: the routing table must be rebuilt."""
@@ -189,14 +197,16 @@ class Replica(Generic[HandleT]):
 
     def remove(self, reason: str, drain: bool = True) -> asyncio.Future[None]:
         """Take the member off the ring now; the returned future lets requests in flight finish (up to
-        the drain timeout), then stops the instance. Whatever was in flight for it is cancelled."""
+        the drain timeout; in every process of the LB), then stops the instance. Whatever was in flight
+        for it is cancelled."""
         if self.state is State.REMOVED:
             return asyncio.ensure_future(asyncio.sleep(0))
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
         upstream = self.upstream
-        if drain and self.state is State.UP and upstream is not None and upstream.in_flight:
+        elsewhere = self._hooks.drain_waiter  # other processes' requests: known only once they answer
+        if drain and self.state is State.UP and upstream is not None and (upstream.in_flight or elsewhere):
             self._enter(State.DRAINING, "draining", reason=reason, in_flight=upstream.in_flight)
             return asyncio.ensure_future(self._finish_removal(task, reason, upstream))
         self._enter(State.REMOVED, "removed", reason=reason)
@@ -367,6 +377,13 @@ class Replica(Generic[HandleT]):
                 "replica %s: %d requests still in flight after the drain timeout",
                 self.name,
                 upstream.in_flight,
+            )
+        waiter = self._hooks.drain_waiter
+        if waiter is not None and (busy := await waiter(self.name, deadline)):
+            logger.warning(
+                "replica %s: %d worker processes still had requests in flight after the drain timeout",
+                self.name,
+                busy,
             )
 
     # ----- the held task ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from app.control.lifecycle import Replica, State
+from app.control.lifecycle import DrainWaiter, Replica, State
 from app.control.routing import RoutingTable
 from app.ring.base import HashStrategy
 
@@ -19,6 +19,7 @@ class Membership(Protocol):
     """Desired replicas, their lifecycle owners and the routing table over the healthy ones."""
 
     strategy: HashStrategy
+    drain_waiter: DrainWaiter | None  # set by the worker hub (LB_WORKERS > 1): removals wait for workers too
 
     @property
     def table(self) -> RoutingTable:

@@ -8,7 +8,10 @@ loopback listener, so every worker gives the same answers.
 
 The owner watches its workers (a pidfd per process: no polling) and restarts one that dies, after the
 replicas' back-off when it keeps dying. Workers send their request counters now and then; /metrics and
-/status add them to the owner's (app.metrics.WorkerStats).
+/status add them to the owner's (app.metrics.WorkerStats). Every table has a version that each worker
+acknowledges once it is swapped in, naming the replicas it dropped while requests to them were still in
+flight and, later, when each of those is done: a removed replica stops only after every process has
+finished with it (or the drain timeout).
 
 Messages are length-prefixed pickles between processes of the same LB, over a socket in a private
 (0700) directory: rings are plain Python objects, and pickling them guarantees identical routing.
@@ -29,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ logger = logging.getLogger(__name__)
 _LENGTH = struct.Struct("!I")
 WORKER_COMMAND = (sys.executable, "-m", "app.dataplane.worker")
 STABLE_SECONDS = 10.0  # a worker that ran this long before dying is restarted after the shortest back-off
+DRAIN_POLL = 0.02  # seconds between looks at the workers while a removed replica drains
 
 
 async def read_message(reader: asyncio.StreamReader) -> Any:
@@ -58,10 +62,10 @@ def encode_message(message: Any) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
-def table_message(table: RoutingTable) -> bytes:
-    """The routing table as workers rebuild it: the ring, and each member's address."""
+def table_message(table: RoutingTable, version: int) -> bytes:
+    """The routing table as workers rebuild it: its version, the ring, and each member's address."""
     members = [(name, upstream.address) for name, upstream in table.upstreams.items()]
-    return encode_message(("table", table.ring, members))
+    return encode_message(("table", version, table.ring, members))
 
 
 def describe_exit(code: int) -> str:
@@ -91,6 +95,14 @@ class WorkerProcess:
         return self.proc.pid if self.proc is not None else None
 
 
+@dataclass(eq=False)
+class WorkerLink:
+    """What the owner knows of one connected worker's routing: for draining removed replicas."""
+
+    applied: int = 0  # the last table version the worker has swapped in
+    draining: set[str] = field(default_factory=set)  # dropped replicas with its requests still in flight
+
+
 class WorkerHub:
     """Starts the worker processes and restarts those that die; pushes routing; takes reports and counters."""
 
@@ -116,16 +128,23 @@ class WorkerHub:
         self.workers = [WorkerProcess(index) for index in range(1, count)]
         self._dir = Path(tempfile.mkdtemp(prefix="chlb-workers-"))
         self._path = self._dir / "control.sock"
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._links: dict[asyncio.StreamWriter, WorkerLink] = {}
+        self._version = 0  # of the routing table, counted up on every push
         self._server: asyncio.AbstractServer | None = None
         self._stopping = False
         self._waits: set[asyncio.Task[int]] = set()  # where there is no pidfd: a thread waits per process
+
+    @property
+    def control_path(self) -> Path:
+        """The unix socket workers connect to."""
+        return self._path
 
     async def start(self) -> None:
         """Listen for workers, subscribe to routing changes, start the worker processes."""
         os.chmod(self._dir, 0o700)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self._path))
         self.pool.subscribe(self._push)
+        self.pool.drain_waiter = self.wait_drained
         for worker in self.workers:
             self._spawn(worker)
         logger.info("started %d data-plane worker processes", self.count - 1)
@@ -203,27 +222,46 @@ class WorkerHub:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
-        for writer in list(self._writers):
+        for writer in list(self._links):
             writer.close()
         if self._server is not None:
             self._server.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
+    async def wait_drained(self, name: str, deadline: float) -> int:
+        """Until every worker has swapped in the current table and finished its requests to `name` (or
+        the monotonic deadline); returns how many workers still had some. A worker that dies stops counting.
+        """
+        version = self._version  # the table without `name` went out before the drain started
+
+        def busy() -> int:
+            return sum(link.applied < version or name in link.draining for link in self._links.values())
+
+        while busy() and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        return busy()
+
     def _push(self, table: RoutingTable) -> None:
         """Called by the pool after every routing-table swap, before anything else runs."""
-        if self._writers:
-            message = table_message(table)
-            for writer in self._writers:
+        self._version += 1
+        if self._links:
+            message = table_message(table, self._version)
+            for writer in self._links:
                 writer.write(message)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(table_message(self.pool.table))
-        self._writers.add(writer)
+        writer.write(table_message(self.pool.table, self._version))
+        link = self._links[writer] = WorkerLink()
         pid: int | None = None  # the worker on this connection, once it sent its counters
         try:
             while True:
                 message = await read_message(reader)
-                if message[0] == "failure":
+                if message[0] == "applied":  # a table swapped in; still busy with the replicas it dropped
+                    _, link.applied, busy = message
+                    link.draining.update(busy)
+                elif message[0] == "drained":
+                    link.draining.discard(message[1])
+                elif message[0] == "failure":
                     _, name, reason = message
                     self.pool.report_failure(name, f"{reason} (seen by a worker)")
                 elif message[0] == "stats":
@@ -234,6 +272,6 @@ class WorkerHub:
         finally:
             if pid is not None:
                 self.stats.retire(pid)  # its counts stay in the totals
-            self._writers.discard(writer)
+            del self._links[writer]
             with contextlib.suppress(ConnectionError):
                 writer.close()

@@ -24,7 +24,7 @@ from app.dataplane.access_log import make_access_log
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import LoadBalancerApp
 from app.dataplane.heap import settle_heap
-from app.dataplane.hub import encode_message, read_message
+from app.dataplane.hub import DRAIN_POLL, encode_message, read_message
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.server import Front, FrontLimits
 from app.dataplane.upstream import UpstreamPool
@@ -61,9 +61,14 @@ class RemoteRouting:
         self.settings = settings
         self.writer = writer
         self.table = RoutingTable(make_strategy(settings.strategy, settings.vnodes).build([]), {})
+        self._drains: set[asyncio.Task[None]] = set()  # dropped replicas still finishing requests
 
-    def apply(self, ring: Ring, members: list[tuple[str, str]]) -> None:
-        """Swap in the owner's ring; keep the connection pools of replicas whose address is unchanged."""
+    def apply(self, ring: Ring, members: list[tuple[str, str]]) -> dict[str, UpstreamPool]:
+        """Swap in the owner's ring; keep the connection pools of replicas whose address is unchanged.
+
+        Returns the dropped pools that still have requests in flight, by replica name.
+        """
+        names = {pool.address: name for name, pool in self.table.upstreams.items()}
         old = {pool.address: pool for pool in self.table.upstreams.values()}
         upstreams: dict[str, UpstreamPool] = {}
         for name, address in members:
@@ -80,12 +85,37 @@ class RemoteRouting:
             upstreams[name] = pool
         self.table = RoutingTable(ring, upstreams)
         for gone in old.values():
-            asyncio.get_running_loop().create_task(gone.close())
+            asyncio.get_running_loop().create_task(gone.close())  # idle connections; busy ones finish
+        return {names[address]: gone for address, gone in old.items() if gone.in_flight}
+
+    async def follow(self, reader: asyncio.StreamReader) -> None:
+        """Swap in every table the owner pushes, until the connection ends (IncompleteReadError)."""
+        while True:
+            kind, version, ring, members = await read_message(reader)
+            if kind == "table":
+                await self.swap(version, ring, members)
+
+    async def swap(self, version: int, ring: Ring, members: list[tuple[str, str]]) -> None:
+        """Apply a table, acknowledge it, then report each dropped replica once its requests are done."""
+        busy = self.apply(ring, members)
+        self._send(("applied", version, sorted(busy)))
+        for name, pool in busy.items():
+            task = asyncio.get_running_loop().create_task(self._report_drained(name, pool))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+
+    async def _report_drained(self, name: str, pool: UpstreamPool) -> None:
+        while pool.in_flight:
+            await asyncio.sleep(DRAIN_POLL)
+        self._send(("drained", name))
+
+    def _send(self, message: tuple[object, ...]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode_message(message))
 
     def report_failure(self, name: str, reason: str) -> None:
         """Tell the owner; its pool decides, and pushes the new table back."""
-        if not self.writer.is_closing():
-            self.writer.write(encode_message(("failure", name, reason)))
+        self._send(("failure", name, reason))
 
 
 class OwnerRouting:
@@ -139,8 +169,8 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
 
     reader, writer = await asyncio.open_unix_connection(control)
     routing = RemoteRouting(settings, writer)
-    _, ring, members = await read_message(reader)
-    routing.apply(ring, members)
+    _, version, ring, members = await read_message(reader)
+    await routing.swap(version, ring, members)
     app = create_app(settings)  # for its route list only: its lifespan (replicas, probes) never runs here
     assert isinstance(app, LoadBalancerApp)
     extract_key = make_key_extractor(settings.key_source, settings.key_name)
@@ -168,10 +198,7 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
 
     async def follow() -> None:
         try:
-            while True:
-                kind, ring, members = await read_message(reader)
-                if kind == "table":
-                    routing.apply(ring, members)
+            await routing.follow(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             logger.warning("the owner process went away; stopping")
             server.should_exit = True
