@@ -1,6 +1,7 @@
 """A test replica: the contract's /home and /heartbeat, plus routes that echo or misbehave on purpose.
 
-`/echo/...` returns the request as JSON; `/slow?secs=S` answers late; `/status/<code>` answers <code>;
+`/echo/...` returns the request as JSON; `/slow?secs=S` answers late (`/slow-count`: how many are waiting);
+`/status/<code>` answers <code>;
 `/chunked` streams its body; `/crash` exits the process without answering; `/big?mib=N[&chunked=1]`
 streams N MiB of `pattern()`; `/upload` counts and hashes the body it reads; `/die?mib=N` announces more
 than it sends, then the process dies; `/ws` is a WebSocket echo that first says its server name.
@@ -24,6 +25,7 @@ import uvicorn
 
 NAME = os.environ.get("SERVER_ID", "unknown")
 HOME_DELAY = [0.0]  # --home-delay: /home answers after this many seconds (a replica with I/O latency)
+SLOW_WAITING = [0]  # /slow requests that have arrived and not been answered yet
 
 
 MIB = 1024 * 1024
@@ -119,8 +121,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = [(b"content-type", b"application/json"), (b"x-replica", NAME.encode())]
     elif path == "/slow":
         secs = float(query.get("secs", ["5"])[0])
-        await asyncio.sleep(secs)
+        SLOW_WAITING[0] += 1
+        try:
+            await asyncio.sleep(secs)
+        finally:
+            SLOW_WAITING[0] -= 1
         status, payload = 200, b"late"
+    elif path == "/slow-count":
+        status, payload = 200, str(SLOW_WAITING[0]).encode()
     elif path.startswith("/status/"):
         status, payload = int(path.rsplit("/", 1)[1]), b"as asked"
     elif path == "/crash":
