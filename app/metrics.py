@@ -96,21 +96,25 @@ class ReplicaStats:
 class Stats:
     """Every counter of one LB: per replica, the LB's own error answers, ring rebuilds, health transitions."""
 
-    __slots__ = ("lb_responses", "replicas", "ring_rebuilds", "transitions")
+    __slots__ = ("in_flight", "lb_responses", "replicas", "ring_rebuilds", "transitions")
 
     def __init__(self) -> None:
         self.replicas: dict[str, ReplicaStats] = {}
         self.lb_responses: Counter[int] = Counter()  # status -> answers the LB made itself (4xx/5xx)
         self.ring_rebuilds = 0
         self.transitions: Counter[tuple[str, str]] = Counter()  # (replica, new state) -> count
+        # A worker's requests in flight per replica when it sent this snapshot (a gauge, never added up:
+        # the owner's own are on its upstream pools).
+        self.in_flight: dict[str, int] = {}
 
     def __reduce__(self) -> tuple[type[Stats], tuple[()], tuple[object, ...]]:
         """Pickle as constructor + state (see ReplicaStats.__reduce__)."""
-        return (Stats, (), (self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions))
+        state = (self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions, self.in_flight)
+        return (Stats, (), state)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         """The other half of __reduce__."""
-        self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions = state
+        self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions, self.in_flight = state
 
     def replica(self, name: str) -> ReplicaStats:
         """The replica's counters, created on first use."""
@@ -168,6 +172,10 @@ class WorkerStats:
         gone = self.live.pop(pid, None)
         if gone is not None:
             self.retired.add(gone, window=False)
+
+    def in_flight(self, name: str) -> int:
+        """Requests to replica `name` in flight in the live workers, as they last reported."""
+        return sum(snapshot.in_flight.get(name, 0) for snapshot in self.live.values())
 
     def merged_with(self, own: Stats) -> Stats:
         """A new Stats: `own` plus every worker's, live and retired (for /metrics and /status)."""

@@ -61,7 +61,8 @@ class RemoteRouting:
         self.settings = settings
         self.writer = writer
         self.table = RoutingTable(make_strategy(settings.strategy, settings.vnodes).build([]), {})
-        self._drains: set[asyncio.Task[None]] = set()  # dropped replicas still finishing requests
+        self._draining: dict[str, UpstreamPool] = {}  # dropped replicas still finishing requests
+        self._watchers: set[asyncio.Task[None]] = set()  # one per draining name (strong references)
 
     def apply(self, ring: Ring, members: list[tuple[str, str]]) -> dict[str, UpstreamPool]:
         """Swap in the owner's ring; keep the connection pools of replicas whose address is unchanged.
@@ -100,14 +101,25 @@ class RemoteRouting:
         busy = self.apply(ring, members)
         self._send(("applied", version, sorted(busy)))
         for name, pool in busy.items():
-            task = asyncio.get_running_loop().create_task(self._report_drained(name, pool))
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
+            if name not in self._draining:
+                watcher = asyncio.get_running_loop().create_task(self._report_drained(name))
+                self._watchers.add(watcher)
+                watcher.add_done_callback(self._watchers.discard)
+            self._draining[name] = pool
 
-    async def _report_drained(self, name: str, pool: UpstreamPool) -> None:
-        while pool.in_flight:
+    async def _report_drained(self, name: str) -> None:
+        while (pool := self._draining.get(name)) is not None and pool.in_flight:
             await asyncio.sleep(DRAIN_POLL)
+        self._draining.pop(name, None)
         self._send(("drained", name))
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests in flight per replica, those still draining included (for the owner's /status)."""
+        counts = {name: pool.in_flight for name, pool in self._draining.items() if pool.in_flight}
+        for name, pool in self.table.upstreams.items():
+            if pool.in_flight:
+                counts[name] = counts.get(name, 0) + pool.in_flight
+        return counts
 
     def _send(self, message: tuple[object, ...]) -> None:
         if not self.writer.is_closing():
@@ -204,7 +216,7 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
             server.should_exit = True
 
     follower = asyncio.create_task(follow())
-    reporter = asyncio.create_task(report_stats(stats, writer, settings.worker_stats_interval))
+    reporter = asyncio.create_task(report_stats(stats, routing, writer, settings.worker_stats_interval))
     try:
         # LB_FD: the owner passed its inherited socket on; otherwise each worker binds the port itself.
         sock = socket.socket(fileno=settings.fd) if settings.fd is not None else None
@@ -217,16 +229,20 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
         writer.close()
 
 
-async def report_stats(stats: Stats, writer: asyncio.StreamWriter, interval: float) -> None:
-    """Send the owner this worker's counters every `interval` seconds, when they moved (off the hot path)."""
-    sent = 0
+async def report_stats(
+    stats: Stats, routing: RemoteRouting, writer: asyncio.StreamWriter, interval: float
+) -> None:
+    """Send the owner this worker's counters and requests in flight every `interval` seconds, when they
+    moved (off the hot path)."""
+    sent: tuple[int, dict[str, int]] = (0, {})
     pid = os.getpid()
     while not writer.is_closing():
         await asyncio.sleep(interval)
-        activity = stats.activity()
-        if activity != sent:
+        now = (stats.activity(), routing.in_flight())
+        if now != sent:
+            stats.in_flight = now[1]
             writer.write(encode_message(("stats", pid, stats)))
-            sent = activity
+            sent = now
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,6 +57,8 @@ def test_with_workers_the_drain_waits_for_requests_in_every_process(lb_factory: 
     with ThreadPoolExecutor(len(keys)) as pool:
         pending = [pool.submit(slow, key) for key in keys]
         wait_until(lambda: httpx.get(f"{replica}/slow-count").text == str(len(keys)))  # all arrived
+        # /status counts every process's (the worker's as it last reported, every 0.2 s here)
+        wait_until(lambda: lb.status()[victim]["in_flight"] == len(keys))
         response = lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": [victim]})
         assert response.status_code == 200 and victim not in response.json()["message"]["replicas"]
         answers = [future.result() for future in pending]

@@ -129,11 +129,13 @@ def test_counters_reach_the_owner_intact() -> None:
     stats.replica("Server 1").errors += 2
     stats.replied(503)
     stats.transition("Server 1", "down")
+    stats.in_flight = {"Server 1": 2}
     copy = pickle.loads(pickle.dumps(stats))
     assert copy.replica("Server 1").requests == 3
     assert copy.replica("Server 1").latency_p99() == 0.004
     assert copy.lb_responses == {503: 1}
     assert copy.transitions == {("Server 1", "down"): 1}
+    assert copy.in_flight == {"Server 1": 2}
     copy.replica("Server 1").observe(500, 0.1)  # the copy keeps counting
     assert copy.replica("Server 1").by_class[5] == 1
 

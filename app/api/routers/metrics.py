@@ -21,9 +21,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from app.api.deps import HubDep, PoolDep, StatsDep
+from app.api.routers.status import in_flight as in_flight_of
 from app.control.lifecycle import State
 from app.control.membership import Membership
-from app.metrics import LATENCY_BOUNDS, STATUS_CLASSES, Stats
+from app.metrics import LATENCY_BOUNDS, STATUS_CLASSES, Stats, WorkerStats
 
 if TYPE_CHECKING:
     from app.dataplane.hub import WorkerHub  # typing only: the API does not import the data plane
@@ -61,9 +62,10 @@ class PoolCollector(Collector):
 class RequestCollector(Collector):
     """Per-replica requests, errors, retries, latency and in-flight; the LB's own answers; rebuilds."""
 
-    def __init__(self, stats: Stats, pool: Membership) -> None:
+    def __init__(self, stats: Stats, pool: Membership, workers: WorkerStats | None = None) -> None:
         self.stats = stats
         self.pool = pool
+        self.workers = workers  # LB_WORKERS > 1: their requests in flight, as last reported
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
@@ -100,7 +102,7 @@ class RequestCollector(Collector):
             "chlb_in_flight", "Requests sent to the replica and not yet answered", labels=["replica"]
         )
         for member in self.pool.replicas():  # draining ones too: their requests are still in flight
-            in_flight.add_metric([member.name], member.upstream.in_flight if member.upstream else 0)
+            in_flight.add_metric([member.name], in_flight_of(member, self.workers))
         answers = CounterMetricFamily(
             "chlb_lb_responses", "Error answers the LB made itself (not a replica's)", labels=["code"]
         )
@@ -138,7 +140,7 @@ async def metrics(pool: PoolDep, stats: StatsDep, hub: HubDep) -> Response:
     """Prometheus metrics: health; per replica requests, retries, latency, in-flight; LB errors; rebuilds."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PoolCollector(pool))
-    registry.register(RequestCollector(stats, pool))
+    registry.register(RequestCollector(stats, pool, hub.stats if hub is not None else None))
     if hub is not None:
         registry.register(WorkerCollector(hub))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

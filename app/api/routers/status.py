@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from app import native
 from app.api.deps import HubDep, PoolDep, ProcessStatsDep, StatsDep, StrategyDep
 from app.control.engine_membership import EngineMembership
-from app.control.lifecycle import State
-from app.metrics import Stats
+from app.control.lifecycle import Replica, State
+from app.metrics import Stats, WorkerStats
 
 if TYPE_CHECKING:
     from app.dataplane.hub import WorkerHub  # typing only: the API does not import the data plane
@@ -83,6 +83,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "successful"}
 
 
+def in_flight(member: Replica[Any], workers: WorkerStats | None) -> int:
+    """Requests to `member` not yet answered: the owner's, plus the workers' as they last reported."""
+    own = member.upstream.in_flight if member.upstream else 0
+    return own + (workers.in_flight(member.name) if workers is not None else 0)
+
+
 def worker_rows(own: Stats, hub: WorkerHub | None) -> list[WorkerStatus]:
     """The owner, then each worker process with the counters it last sent."""
     rows = [WorkerStatus(index=0, pid=os.getpid(), restarts=0, requests=own.proxied())]
@@ -115,7 +121,7 @@ async def replica_status(
             state=m.state,
             on_ring=m.name in on_ring,
             consecutive_failures=m.fails,
-            in_flight=m.upstream.in_flight if m.upstream else 0,
+            in_flight=in_flight(m, hub.stats if hub else None),
             last_probe=m.last_probe,
             restarts=m.restarts,
             failed_starts=m.attempts,
