@@ -95,6 +95,8 @@ def test_compose_up_serves_three_and_down_leaves_nothing(docker_engine: Any, bas
             assert response.status_code == 200
             seen.add(response.json()["message"].split(":")[-1].strip())
         assert seen == set(names)
+        # The image's builder stage compiled the hot path, and the LB runs that build.
+        assert httpx.get(f"http://127.0.0.1:{port}/status", timeout=5.0).json()["compiled"] is True
         labelled = docker_engine.containers.list(filters={"label": "chlb.replica"})
         assert sorted(c.name for c in labelled) == names
     finally:
