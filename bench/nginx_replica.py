@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     name = os.environ.get("SERVER_ID", "unknown")
     body = json.dumps({"message": f"Hello from Server: {name}", "status": "successful"})
+    # nginx replaces this process, so nothing here can remove the folder: it goes in TMPDIR, which the
+    # benchmark points at a folder of its own that it removes at the end.
     tmp = Path(tempfile.mkdtemp(prefix="chlb-nginx-replica-"))
     conf = tmp / "nginx.conf"
     server = SERVER.format(host=args.host, port=args.port, body=body.replace("'", "\\'"))

@@ -165,6 +165,7 @@ def start_lb(
         LB_DB_PATH=str(tmp / f"votes-{port}.sqlite3"),
         LB_WORKERS=str(workers),
         LB_COMPILED=str(compiled).lower(),
+        TMPDIR=str(tmp),  # the near-free replicas' nginx folders land here, removed with it at the end
     )
     if replica_command:
         env["LB_REPLICA_COMMAND"] = json.dumps(replica_command)
