@@ -12,8 +12,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
@@ -178,7 +181,7 @@ def make_config(
 
 async def serve(settings: Settings, control: str, owner: str) -> None:
     """Take the first table from the owner, then serve until told to stop or the owner goes away."""
-
+    owner_pid = os.getppid()
     reader, writer = await asyncio.open_unix_connection(control)
     routing = RemoteRouting(settings, writer)
     _, version, ring, members = await read_message(reader)
@@ -218,6 +221,9 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     follower = asyncio.create_task(follow())
     reporter = asyncio.create_task(report_stats(stats, routing, writer, settings.worker_stats_interval))
     try:
+        # uvicorn re-raises the SIGTERM that stopped it once it has shut down: with a handler that
+        # returns in place, the clean-up below still runs (before serving, SIGTERM ends us at once).
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         # LB_FD: the owner passed its inherited socket on; otherwise each worker binds the port itself.
         sock = socket.socket(fileno=settings.fd) if settings.fd is not None else None
         await server.serve(sockets=[sock or bind_reuseport(settings.host, settings.port)])
@@ -227,6 +233,10 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         writer.close()
+        if os.getppid() != owner_pid:
+            # The owner died without its clean-up (kill -9; its death is what stopped us): its private
+            # folder is left to its workers.
+            shutil.rmtree(Path(control).parent, ignore_errors=True)
 
 
 async def report_stats(

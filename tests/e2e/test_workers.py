@@ -52,9 +52,13 @@ def test_workers_die_with_the_owner(two_workers: RunningLB) -> None:
     lb = two_workers
     workers = worker_pids(lb)
     assert len(workers) == 1
+    argv = Path(f"/proc/{workers[0]}/cmdline").read_bytes().decode().split("\0")
+    private = Path(argv[argv.index("--control") + 1]).parent  # the owner's folder for its workers' socket
+    assert private.is_dir()
     lb.proc.send_signal(signal.SIGKILL)
     lb.proc.wait(10)
     wait_until(lambda: not any(alive(pid) for pid in workers), timeout=15)
+    assert not private.exists()  # the owner could not remove it: its last worker did
 
 
 def worker_row(lb: RunningLB, index: int = 1) -> dict[str, Any]:
