@@ -8,6 +8,7 @@ needs to import FastAPI.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import uvicorn
@@ -18,6 +19,7 @@ from replica_service.lifeline import die_with_parent
 
 def serve(server_id: str, sock: socket.socket) -> None:
     """Child entry point: die with the fork server (which dies with the LB), then serve on `sock`."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's own handler
     fork_server = os.environ.get("CHLB_FORKSERVER_PID")
     die_with_parent(int(fork_server) if fork_server else None)
     os.setsid()  # Ctrl-C at the terminal reaches the LB only; it stops replicas in order

@@ -3,15 +3,51 @@
 It makes the fork server die with the LB, so its replicas (which die with the fork server) never
 outlive an LB killed with SIGKILL, and it imports FastAPI and uvicorn once for every replica forked.
 The LB puts its pid in CHLB_LB_PID; the fork server puts its own in CHLB_FORKSERVER_PID for the forks.
+When the LB dies without its clean-up (SIGKILL), the fork server removes the LB's multiprocessing folder
+(CHLB_FORKSERVER_TMP, where its own socket lives) on its way out.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import signal
+import time
+from types import FrameType
 
 from replica_service import forked  # noqa: F401 - the preload itself: FastAPI, uvicorn, the app
 from replica_service.lifeline import die_with_parent
 
 _lb_pid = os.environ.get("CHLB_LB_PID")
+_lb_tmp = os.environ.get("CHLB_FORKSERVER_TMP")
+_fork_server_pid = os.getpid()
+
+
+def _remove_lb_folder() -> None:
+    """When the LB died (which is why we stop), remove the folder it could not; never while it lives."""
+    if os.getpid() != _fork_server_pid or not (_lb_tmp and _lb_pid):
+        return
+    # Its death closes our pipe from it a moment before we are reparented (and signalled): wait for that.
+    deadline = time.monotonic() + 0.5
+    while os.getppid() == int(_lb_pid):
+        if time.monotonic() > deadline:
+            return  # the LB lives on: the folder is still its own
+        time.sleep(0.01)
+    shutil.rmtree(_lb_tmp, ignore_errors=True)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM, sent when the LB dies: clean up, then exit (a replica just forked: the default action)."""
+    if os.getpid() != _fork_server_pid:  # forked, before the replica reset the handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _remove_lb_folder()
+    os._exit(0)
+
+
+atexit.register(_remove_lb_folder)  # the other way out: the LB's end closes our pipe from it
+signal.signal(signal.SIGTERM, _stop)  # the replicas forked from here reset it (replica_service.forked)
 die_with_parent(int(_lb_pid) if _lb_pid else None)
-os.environ["CHLB_FORKSERVER_PID"] = str(os.getpid())
+os.environ["CHLB_FORKSERVER_PID"] = str(_fork_server_pid)

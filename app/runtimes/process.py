@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import multiprocessing.process
+import multiprocessing.util
 import os
 import socket
 import subprocess
@@ -101,6 +102,9 @@ def _fork_context() -> multiprocessing.context.ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["replica_service.forkserver_preload"])
     os.environ["CHLB_LB_PID"] = str(os.getpid())  # lets the fork server notice an LB already gone
+    # multiprocessing's folder for the fork server's socket: removed at exit, which an LB killed with
+    # SIGKILL never reaches; then the fork server, which outlives it by a moment, removes it.
+    os.environ["CHLB_FORKSERVER_TMP"] = multiprocessing.util.get_temp_dir()
     multiprocessing.forkserver.ensure_running()
     return ctx
 
