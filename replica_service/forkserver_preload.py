@@ -16,7 +16,6 @@ import signal
 import time
 from types import FrameType
 
-from replica_service import forked  # noqa: F401 - the preload itself: FastAPI, uvicorn, the app
 from replica_service.lifeline import die_with_parent
 
 _lb_pid = os.environ.get("CHLB_LB_PID")
@@ -47,7 +46,13 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     os._exit(0)
 
 
-atexit.register(_remove_lb_folder)  # the other way out: the LB's end closes our pipe from it
+# The lifeline first, the heavy imports after: an LB that dies while they run must still be noticed.
 signal.signal(signal.SIGTERM, _stop)  # the replicas forked from here reset it (replica_service.forked)
-die_with_parent(int(_lb_pid) if _lb_pid else None)
+atexit.register(_remove_lb_folder)  # the other way out: the LB's end closes our pipe from it
+die_with_parent()
+if _lb_pid and os.getppid() != int(_lb_pid):  # it died before we asked for the signal
+    _remove_lb_folder()
+    os._exit(1)
 os.environ["CHLB_FORKSERVER_PID"] = str(_fork_server_pid)
+
+from replica_service import forked  # noqa: E402, F401 - the preload itself: FastAPI, uvicorn, the app

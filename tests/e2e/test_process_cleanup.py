@@ -24,17 +24,26 @@ def test_no_replica_process_outlives_the_lb(lb_factory: LBFactory, sig: int) -> 
     everything = descendants(lb.proc.pid)  # replicas plus the fork server and its helper
     assert replicas <= everything and all(alive(pid) for pid in everything)
     (tmp,) = {fork_server_tmp(pid) for pid in replicas}  # multiprocessing's folder, for the fork server
-    assert tmp.is_dir()
+    assert tmp is not None and tmp.is_dir()
     lb.stop(sig)
     wait_until(lambda: not any(alive(pid) for pid in everything), timeout=10)
     wait_until(lambda: not tmp.exists(), timeout=5)  # nothing left behind, even after SIGKILL
 
 
-def fork_server_tmp(pid: int) -> Path:
+def fork_server_tmp(pid: int) -> Path | None:
     """The folder the LB named to its fork server (inherited by every replica forked from it)."""
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    (value,) = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"CHLB_FORKSERVER_TMP=")]
-    return Path(value.decode())
+    values = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"CHLB_FORKSERVER_TMP=")]
+    return Path(values[0].decode()) if values else None
+
+
+def test_an_lb_killed_as_soon_as_it_serves_leaves_no_temporary_directory(lb_factory: LBFactory) -> None:
+    # No replica to wait for: the fork server may still be importing FastAPI when its LB dies.
+    lb = lb_factory(replicas="0")
+    (tmp,) = {fork_server_tmp(pid) for pid in descendants(lb.proc.pid)} - {None}
+    assert tmp is not None and tmp.is_dir()
+    lb.stop(signal.SIGKILL)
+    wait_until(lambda: not tmp.exists(), timeout=5)
 
 
 def test_removed_replica_process_is_stopped(lb_factory: LBFactory) -> None:
