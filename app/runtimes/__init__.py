@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.runtimes.base import ReplicaHandle, Runtime
-from app.settings import Settings
+
+if TYPE_CHECKING:  # the fork server imports this package before its lifeline: keep it light
+    from app.settings import Settings
 
 __all__ = ["ReplicaHandle", "Runtime", "make_runtime"]
 

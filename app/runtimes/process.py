@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.forkserver
-import multiprocessing.process
-import multiprocessing.util
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.context import ForkServerContext
 from typing import Protocol
 
 from app.errors import InvalidRequestError, ReplicaStartError, quote
 from app.exits import watch_exit
+from app.lifeline import die_with_parent
 from app.runtimes.base import ReplicaHandle
-from replica_service.forked import serve
-from replica_service.lifeline import die_with_parent
+from app.runtimes.forkserver import ForkedReplica, main_is_reimportable, start_fork_server
 
 logger = logging.getLogger(__name__)
 
@@ -41,30 +37,6 @@ class ChildProcess(Protocol):
     def terminate(self) -> None: ...
     def kill(self) -> None: ...
     def wait(self, timeout: float | None = None) -> int: ...
-
-
-class ForkedReplica:
-    """A replica forked from the warm fork server, with Popen's poll/terminate/kill/wait."""
-
-    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
-        self._process = process
-        self.pid = process.pid or 0
-
-    def poll(self) -> int | None:
-        return self._process.exitcode
-
-    def terminate(self) -> None:
-        self._process.terminate()
-
-    def kill(self) -> None:
-        self._process.kill()
-
-    def wait(self, timeout: float | None = None) -> int:
-        self._process.join(timeout)
-        code = self._process.exitcode
-        if code is None:
-            raise subprocess.TimeoutExpired(f"replica pid {self.pid}", timeout or 0.0)
-        return code
 
 
 @dataclass(eq=False)
@@ -86,29 +58,6 @@ class ProcessHandle(ReplicaHandle):
 EXEC_REPLICA = [sys.executable, "-m", "replica_service", "--fd", "{fd}"]
 
 
-def _main_is_reimportable() -> bool:
-    """Whether multiprocessing can re-import __main__ in the fork server (as it always tries to)."""
-    main = sys.modules.get("__main__")
-    main_file = getattr(main, "__file__", None)
-    return getattr(main, "__spec__", None) is not None or main_file is None or os.path.isfile(main_file)
-
-
-def _fork_context() -> multiprocessing.context.ForkServerContext:
-    """One fork server per LB, with FastAPI and uvicorn imported before any replica forks.
-
-    Started here, from the caller's thread, because the fork server dies with the thread that
-    started it (PR_SET_PDEATHSIG, set by its preload module).
-    """
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["replica_service.forkserver_preload"])
-    os.environ["CHLB_LB_PID"] = str(os.getpid())  # lets the fork server notice an LB already gone
-    # multiprocessing's folder for the fork server's socket: removed at exit, which an LB killed with
-    # SIGKILL never reaches; then the fork server, which outlives it by a moment, removes it.
-    os.environ["CHLB_FORKSERVER_TMP"] = multiprocessing.util.get_temp_dir()
-    multiprocessing.forkserver.ensure_running()
-    return ctx
-
-
 class ProcessRuntime:
     """Starts `replica_service` (or a configured command) as children of the LB."""
 
@@ -121,10 +70,10 @@ class ProcessRuntime:
         self.name_prefix = self.DEFAULT_PREFIX if name_prefix is None else name_prefix
         self._host = host
         # No command: fork replicas from a warm fork server (fast). A command: exec it (any server).
-        if not command and not _main_is_reimportable():
+        if not command and not main_is_reimportable():
             command = EXEC_REPLICA  # e.g. code piped to `python -`: the fork server could not re-import it
         self._command = list(command) if command else None
-        self._fork: multiprocessing.context.ForkServerContext | None = None if command else _fork_context()
+        self._fork: ForkServerContext | None = None if command else start_fork_server()
         self._children: dict[int, ProcessHandle] = {}  # pid -> handle, for replicas not yet stopped
         self._watches: dict[int, Callable[[], None]] = {}  # pid -> stops watching for its exit
         self.on_exit: Callable[[ProcessHandle], object] | None = None
@@ -178,12 +127,8 @@ class ProcessRuntime:
 
     async def _spawn(self, name: str, sock: socket.socket, port: int) -> ChildProcess:
         if self._fork is not None:
-            process = self._fork.Process(
-                target=serve, args=(name, sock), name=f"replica {name}", daemon=False
-            )
-            # The first start launches the fork server (~1 s of imports): keep it off the event loop.
-            await asyncio.to_thread(process.start)
-            return ForkedReplica(process)
+            # The first start waits for the fork server's imports (~1 s): keep it off the event loop.
+            return await asyncio.to_thread(ForkedReplica.start, self._fork, name, sock)
         assert self._command is not None
         fields = {"fd": str(sock.fileno()), "port": str(port), "host": self._host}
         argv = [part.format(**fields) for part in self._command]

@@ -1,4 +1,4 @@
-"""Imported only inside the LB's fork server (multiprocessing preload), never by the LB itself.
+"""The process runtime's fork server preload: imported only inside the fork server, never by the LB itself.
 
 It makes the fork server die with the LB, so its replicas (which die with the fork server) never
 outlive an LB killed with SIGKILL, and it imports FastAPI and uvicorn once for every replica forked.
@@ -16,7 +16,7 @@ import signal
 import time
 from types import FrameType
 
-from replica_service.lifeline import die_with_parent
+from app.lifeline import die_with_parent
 
 _lb_pid = os.environ.get("CHLB_LB_PID")
 _lb_tmp = os.environ.get("CHLB_FORKSERVER_TMP")
@@ -47,7 +47,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 # The lifeline first, the heavy imports after: an LB that dies while they run must still be noticed.
-signal.signal(signal.SIGTERM, _stop)  # the replicas forked from here reset it (replica_service.forked)
+signal.signal(signal.SIGTERM, _stop)  # the replicas forked from here reset it (forkserver.serve)
 atexit.register(_remove_lb_folder)  # the other way out: the LB's end closes our pipe from it
 die_with_parent()
 if _lb_pid and os.getppid() != int(_lb_pid):  # it died before we asked for the signal
@@ -55,4 +55,4 @@ if _lb_pid and os.getppid() != int(_lb_pid):  # it died before we asked for the 
     os._exit(1)
 os.environ["CHLB_FORKSERVER_PID"] = str(_fork_server_pid)
 
-from replica_service import forked  # noqa: E402, F401 - the preload itself: FastAPI, uvicorn, the app
+from app.runtimes import forkserver  # noqa: E402, F401 - the preload itself: FastAPI, uvicorn, the app
