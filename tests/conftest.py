@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import BACKENDS, Backend
 from tests.lb_support import LBFactory, RunningLB, echo_command, start_lb
+from tests.runtimes import RUNTIMES, RuntimeUnderTest
 
 __all__ = ["echo_command"]  # tests import it from here too
 
@@ -31,10 +31,10 @@ def lb_factory(tmp_path: Path) -> Iterator[LBFactory]:
     factory.close()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """Each backend in turn; Docker tests skip with the reason when no engine can be started."""
-    chosen = Backend(request.param, request)
+@pytest.fixture(scope="module", params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> Iterator[RuntimeUnderTest]:
+    """Each runtime in turn; Docker tests skip with the reason when no engine can be started."""
+    chosen = RuntimeUnderTest(request.param, request)
     yield chosen
     chosen.cleanup()
 
@@ -46,10 +46,12 @@ def workers() -> str:
 
 
 @pytest.fixture(scope="module")
-def lb(tmp_path_factory: pytest.TempPathFactory, backend: Backend, workers: str) -> Iterator[RunningLB]:
-    """One LB with 3 default replicas on `backend`, shared by a module's read-mostly tests."""
-    own = backend.fresh()
+def lb(
+    tmp_path_factory: pytest.TempPathFactory, runtime: RuntimeUnderTest, workers: str
+) -> Iterator[RunningLB]:
+    """One LB with 3 default replicas on `runtime`, shared by a module's read-mostly tests."""
+    own = runtime.fresh()
     running = start_lb(tmp_path_factory.mktemp("lb"), workers=workers, **own.settings)
-    running.backend = own
+    running.runtime = own
     yield running
     running.stop()

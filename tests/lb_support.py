@@ -54,7 +54,7 @@ class RunningLB:
     log_path: Path
     env: dict[str, str]
     client: httpx.Client = field(init=False)
-    backend: Any = None  # tests.backends.Backend the LB runs on (names to expect)
+    runtime: Any = None  # the tests.runtimes.RuntimeUnderTest the LB runs on (names to expect)
 
     def __post_init__(self) -> None:
         # Several processes: a new connection per request, so a test's checks reach all of them.

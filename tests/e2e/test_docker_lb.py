@@ -10,21 +10,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import Backend
 from tests.lb_support import ROOT, LBFactory, RunningLB, wait_until
 from tests.load import seconds_to_recover
 from tests.ports import free_port
+from tests.runtimes import RuntimeUnderTest
 
 pytestmark = pytest.mark.docker
 
 
-# Request `docker_backend` before `lb_factory`: fixtures tear down in reverse, so the LBs stop (and remove
-# their replicas) before the backend's cleanup removes the test network.
+# Request `docker_runtime` before `lb_factory`: fixtures tear down in reverse, so the LBs stop (and remove
+# their replicas) before the runtime's cleanup removes the test network.
 @pytest.fixture
-def docker_backend(request: pytest.FixtureRequest, docker_engine: Any) -> Iterator[Backend]:
-    backend = Backend("docker", request)
-    yield backend
-    backend.cleanup()
+def docker_runtime(request: pytest.FixtureRequest, docker_engine: Any) -> Iterator[RuntimeUnderTest]:
+    runtime = RuntimeUnderTest("docker", request)
+    yield runtime
+    runtime.cleanup()
 
 
 def replaced(lb: RunningLB, name: str, old_address: str) -> bool:
@@ -35,11 +35,11 @@ def replaced(lb: RunningLB, name: str, old_address: str) -> bool:
 
 
 def test_docker_kill_under_load_no_failed_request(
-    docker_backend: Backend, lb_factory: LBFactory, docker_engine: Any
+    docker_runtime: RuntimeUnderTest, lb_factory: LBFactory, docker_engine: Any
 ) -> None:
-    be = docker_backend.fresh()
-    lb = lb_factory(replicas="3", **be.settings)
-    victim = be.gen(2)[0]
+    rt = docker_runtime.fresh()
+    lb = lb_factory(replicas="3", **rt.settings)
+    victim = rt.gen(2)[0]
     keys = [str(k) for k in range(60)]
     before = {k: lb.serving(k) for k in keys}
     old_address = lb.status()[victim]["address"]
@@ -50,18 +50,20 @@ def test_docker_kill_under_load_no_failed_request(
         timeout=15,
     )
     assert back_after < 5.0, f"replacement took {back_after:.2f}s"
-    assert lb.replicas() == be.gen(1, 2, 3)
+    assert lb.replicas() == rt.gen(1, 2, 3)
     assert {k: lb.serving(k) for k in keys} == before
 
 
-def test_replica_names_must_be_valid_container_names(docker_backend: Backend, lb_factory: LBFactory) -> None:
-    be = docker_backend.fresh()
-    lb = lb_factory(replicas="1", **be.settings)
+def test_replica_names_must_be_valid_container_names(
+    docker_runtime: RuntimeUnderTest, lb_factory: LBFactory
+) -> None:
+    rt = docker_runtime.fresh()
+    lb = lb_factory(replicas="1", **rt.settings)
     for bad in ("Server 5", "a;rm -rf /", "-x", "../x", "x" * 70):
         response = lb.client.post("/add", json={"n": 1, "hostnames": [bad]})
         assert response.status_code == 400, response.text
         assert response.json()["status"] == "failure"
-    assert lb.replicas() == be.gen(1)
+    assert lb.replicas() == rt.gen(1)
 
 
 def compose(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:

@@ -34,7 +34,7 @@ class ReplicaStatus(BaseModel):
 
     name: str
     address: str | None
-    pid: int | None = Field(None, description="process id (process backend)")
+    pid: int | None = Field(None, description="process id (process runtime)")
     state: State
     on_ring: bool
     consecutive_failures: int

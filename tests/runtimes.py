@@ -1,6 +1,6 @@
-"""Run the same LB tests on each runtime backend: local processes and Docker containers.
+"""Run the same LB tests on each runtime: local processes and Docker containers.
 
-A `Backend` gives the LB settings for one backend and the replica names to expect. Docker names get a
+A `RuntimeUnderTest` gives the LB settings for one runtime and the replica names to expect. Docker names get a
 per-LB token, so LBs on one engine (and parallel test runs) never adopt each other's containers.
 """
 
@@ -16,26 +16,26 @@ from app.control.naming import natural_key
 
 
 @dataclass
-class Backend:
-    """Settings and naming for LBs on one backend."""
+class RuntimeUnderTest:
+    """Settings and naming for LBs on one runtime."""
 
     kind: str
     request: pytest.FixtureRequest
     token: str = ""
     settings: dict[str, str] = field(default_factory=dict)
-    _children: list[Backend] = field(default_factory=list)
+    _children: list[RuntimeUnderTest] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
         return f"t{self.token}-server" if self.kind == "docker" else "Server "
 
-    def fresh(self) -> Backend:
+    def fresh(self) -> RuntimeUnderTest:
         """Settings for one more LB (Docker: its own label, network and names)."""
         if self.kind == "process":
             return self
         image: str = self.request.getfixturevalue("replica_image")
         token = uuid.uuid4().hex[:6]
-        child = Backend(
+        child = RuntimeUnderTest(
             "docker",
             self.request,
             token,
@@ -59,7 +59,7 @@ class Backend:
         return f"t{self.token}-{name}" if self.kind == "docker" else name
 
     def cleanup(self) -> None:
-        """Remove every container and network the LBs of this backend left (they should leave none)."""
+        """Remove every container and network the LBs on this runtime left (they should leave none)."""
         if self.kind != "docker" or not self._children:
             return
         from tests.docker_support import DockerScope
@@ -77,4 +77,4 @@ def natural(names: list[str]) -> list[str]:
     return sorted(names, key=natural_key)
 
 
-BACKENDS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
+RUNTIMES = ["process", pytest.param("docker", marks=pytest.mark.docker)]

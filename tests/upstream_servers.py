@@ -1,4 +1,4 @@
-"""Backends for the upstream client's tests: a byte-scripted asyncio server and a tiny ASGI app on uvicorn."""
+"""Servers for the upstream client's tests: a byte-scripted asyncio server and a tiny ASGI app on uvicorn."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ class ScriptedServer:
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """ASGI test backend: /echo, /status/<code>, /stream?n=<bytes>, /home."""
+    """ASGI test server: /echo, /status/<code>, /stream?n=<bytes>, /home."""
     assert scope["type"] == "http"
     chunks = []
     more = True
