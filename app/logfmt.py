@@ -1,6 +1,6 @@
 """logfmt (`key=value key2="two words"`): the one format of the LB's structured log lines.
 
-Lifecycle events (app.control.events) and the access log (app.dataplane.access_log) both use it, so a
+Lifecycle events (app.control.lifecycle_log) and the access log (app.dataplane.access_log) both use it, so a
 log shipper, or grep, reads every line the same way.
 """
 

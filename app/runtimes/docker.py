@@ -1,7 +1,7 @@
 """Replicas as Docker containers, one per replica, named after it (`docker stop server2` stops `server2`).
 
 Every blocking docker SDK call runs in a worker thread (asyncio.to_thread), never on the event loop.
-A daemon thread (app.runtimes.events) follows the engine's `die` events for our label, so `exited()`
+A daemon thread (app.runtimes.docker_events) follows the engine's `die` events for our label, so `exited()`
 is a set lookup and `on_exit` can tell the pool about a crash at once, sooner than a heartbeat would.
 
 Ownership: each container carries `{label}=1` and `{label}.owner=<owner>`. Only containers with both
@@ -26,7 +26,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from app.errors import ReplicaExistsError, ReplicaStartError
 from app.runtimes.base import ReplicaHandle
 from app.runtimes.docker_client import ClientSource, DockerClientBase, engine_options
-from app.runtimes.events import EventFollower
+from app.runtimes.docker_events import EventFollower
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import requests
 from docker.errors import DockerException
 
 from app.errors import InvalidRequestError, ReplicaStartError, quote
-from app.runtimes.events import EventFollower
+from app.runtimes.docker_events import EventFollower
 from app.settings import Settings
 
 ClientSource = Any  # a docker.DockerClient, or a zero-argument callable that makes one (docker.from_env)

@@ -28,8 +28,8 @@ from docker.types import EndpointSpec, Healthcheck, RestartPolicy, ServiceMode
 from app.errors import PeerCreatedError, ReplicaExistsError, ReplicaStartError
 from app.runtimes.base import ReplicaHandle
 from app.runtimes.docker_client import ClientSource, DockerClientBase, engine_options
+from app.runtimes.docker_events import Event, EventFollower
 from app.runtimes.engine import TaskView
-from app.runtimes.events import Event, EventFollower
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
