@@ -70,6 +70,10 @@ class EngineMembership(ReplicaPool):
         self.monitor.start()
         self._follower = asyncio.create_task(self._follow(), name="engine-membership")
 
+    def task(self, name: str) -> TaskView | None:
+        """The engine's view of `name`'s current task, as of the last listing."""
+        return self.tasks.get(name)
+
     async def resync(self) -> None:
         """List the engine's replicas and make the members match (serialized with /add and /rm)."""
         async with self._lock:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from app.control.lifecycle import DrainWaiter, Replica, State
 from app.control.routing import RoutingTable
 from app.ring.base import HashStrategy
+from app.runtimes.engine import TaskView
 
 
 class Membership(Protocol):
@@ -32,6 +33,10 @@ class Membership(Protocol):
 
     def replicas(self) -> list[Replica[Any]]:
         """Every member the LB still manages, leaving ones (draining) included, in natural order."""
+        ...
+
+    def task(self, name: str) -> TaskView | None:
+        """The engine's view of `name`'s current task where an engine holds membership; else None."""
         ...
 
     async def add(self, n: int, hostnames: Sequence[str]) -> list[str]:

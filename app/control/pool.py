@@ -28,6 +28,7 @@ from app.errors import (
 )
 from app.ring.base import HashStrategy
 from app.runtimes.base import ReplicaHandle, Runtime
+from app.runtimes.engine import TaskView
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class ReplicaPool(Hooks):
         draining = [m for m in self._leaving if m.state is State.DRAINING]
         everyone = [*self.members.values(), *draining]
         return sorted(everyone, key=lambda m: (natural_key(m.name), m.seq))
+
+    def task(self, name: str) -> TaskView | None:
+        """None: no engine holds this membership, so there is no task to show."""
+        return None
 
     def subscribe(self, callback: Callable[[RoutingTable], object]) -> None:
         """Call `callback(table)` after every routing-table swap (e.g. to push it to workers)."""

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 from app import native
 from app.api.deps import HubDep, PoolDep, ProcessStatsDep, StatsDep, StrategyDep
-from app.control.engine_membership import EngineMembership
 from app.control.lifecycle import Replica, State
 from app.metrics import Stats, WorkerStats
 
@@ -110,7 +109,6 @@ async def replica_status(
     """Per replica: state, consecutive failures, last probe (Unix time), restarts, back-off; the processes."""
     now = time.monotonic()
     on_ring = pool.table.upstreams
-    tasks = pool.tasks if isinstance(pool, EngineMembership) else {}
     members = pool.replicas()
     counters = {m.name: stats.replica(m.name) for m in members}
     rows = [
@@ -130,7 +128,7 @@ async def replica_status(
             else None,
             last_error=m.last_error,
             task=TaskStatus.model_validate(view, from_attributes=True)
-            if (view := tasks.get(m.name)) is not None
+            if (view := pool.task(m.name)) is not None
             else None,
             requests=counters[m.name].requests,
             latency_p99_ms=_ms(counters[m.name].latency_p99()),

@@ -227,6 +227,14 @@ async def test_a_dead_task_goes_down_on_every_instance_and_only_the_engine_resta
 
 
 @over_one_engine
+async def test_each_member_shows_the_engines_view_of_its_task(engine: FakeEngine) -> None:
+    lb = instance(engine)
+    await lb.start(2)
+    assert lb.task("r1") == TaskView("running", "running")  # what /status shows under "task"
+    assert lb.task("unknown") is None
+
+
+@over_one_engine
 async def test_failing_heartbeats_alone_take_a_member_down_without_a_replacement(engine: FakeEngine) -> None:
     lb = instance(engine)
     await lb.start(2)

@@ -74,6 +74,7 @@ async def test_boot_puts_every_member_on_the_ring_and_close_stops_them() -> None
     assert pool.names() == ["r1", "r2", "r3"]
     assert states(pool) == {"r1": "up", "r2": "up", "r3": "up"}
     assert on_ring(pool) == {"r1", "r2", "r3"}
+    assert pool.task("r1") is None  # no engine, no task view for /status
     await eventually(lambda: all(m.last_probe for m in pool.replicas()))  # the monitor probes them
     await pool.close()
     assert runtime.closed and not runtime.running
