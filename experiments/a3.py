@@ -26,7 +26,6 @@ import httpx
 from matplotlib.figure import Figure
 
 from app.ring import make_strategy
-from experiments.client import PassResult
 from experiments.common import (
     DEFAULT_STRATEGY,
     PassOptions,
@@ -41,6 +40,7 @@ from experiments.common import (
     write_csv,
 )
 from experiments.launch import running_lb
+from experiments.passes import PassResult
 
 RATE, DURATION, KILL_AT, POLL = 1000.0, 12.0, 4.0, 0.02
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")

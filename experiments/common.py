@@ -12,7 +12,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.ring import STRATEGIES, make_strategy
 from app.settings import Settings
-from experiments.client import TRANSPORTS, PassResult, TransportName, fetch_keys, make_transport
 from experiments.launch import LocalLB, running_lb
+from experiments.passes import PassResult, fetch_keys, make_clients
 
 matplotlib.use("Agg")
 
@@ -176,7 +176,6 @@ class PassOptions:
     concurrency: int = 64
     max_seconds: float = 60.0
     timeout: float = 10.0
-    transport: TransportName = "fast"
 
 
 @contextmanager
@@ -214,31 +213,30 @@ async def fetch_with_progress(
     def count() -> None:
         done[0] += 1
 
-    transport = make_transport(opts.transport, opts.concurrency, opts.timeout)
-    with progress_bar(label, len(keys)) as set_completed:
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(c) for c in make_clients(opts.concurrency, opts.timeout)]
+        with progress_bar(label, len(keys)) as set_completed:
 
-        async def tick() -> None:
-            while True:
-                set_completed(done[0])
-                await asyncio.sleep(0.1)
+            async def tick() -> None:
+                while True:
+                    set_completed(done[0])
+                    await asyncio.sleep(0.1)
 
-        ticker = asyncio.create_task(tick())
-        try:
-            result = await fetch_keys(
-                transport,
-                url,
-                keys,
-                concurrency=opts.concurrency,
-                max_seconds=opts.max_seconds,
-                timeout=opts.timeout,
-                on_done=count,
-                pace=pace,
-                origin=origin,
-            )
-        finally:
-            ticker.cancel()
-            await transport.aclose()
-        set_completed(len(keys))
+            ticker = asyncio.create_task(tick())
+            try:
+                result = await fetch_keys(
+                    clients,
+                    url,
+                    keys,
+                    concurrency=opts.concurrency,
+                    max_seconds=opts.max_seconds,
+                    on_done=count,
+                    pace=pace,
+                    origin=origin,
+                )
+            finally:
+                ticker.cancel()
+            set_completed(len(keys))
     return result
 
 
@@ -449,12 +447,6 @@ def add_common_args(
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at most")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time limit of one pass")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
-    parser.add_argument(
-        "--transport",
-        choices=TRANSPORTS,
-        default="fast",
-        help="fast: httpx over asyncio+httptools (default); httpx: httpx's own httpcore transport (slower)",
-    )
     parser.add_argument("--out", type=Path, default=RESULTS / out, help="folder for CSV, PNG and LB logs")
     if strategies:
         parser.add_argument(
@@ -467,7 +459,7 @@ def add_common_args(
 
 
 def pass_options(args: argparse.Namespace) -> PassOptions:
-    return PassOptions(args.concurrency, args.max_seconds, args.timeout, args.transport)
+    return PassOptions(args.concurrency, args.max_seconds, args.timeout)
 
 
 def sessions(args: argparse.Namespace, replicas: int, keys: list[str]) -> Iterator[Session]:

@@ -45,7 +45,6 @@ class Meta:
     requests: int
     seed: int
     concurrency: int
-    transport: str
     lb_starts: int
     total_requests: int
     argv: list[str] | None
@@ -147,9 +146,8 @@ def header(d: ReportData) -> str:
         para(
             "**Method.** Each strategy runs in its own LB (`python -m app` with `LB_STRATEGY=<name>`, local",
             f"replica processes named `Server 1`, `Server 2`, ..., `PYTHONHASHSEED={SEED_A}`). The client is",
-            f"httpx, async, with at most {m.concurrency} requests in flight, every pass bounded in count and",
-            f"time, on a small keep-alive transport (`experiments/client.py`, `--transport {m.transport}`).",
-            "It sends",
+            "`httpx.AsyncClient` (HTTP/1.1, keep-alive; `experiments/passes.py`) with at most",
+            f"{m.concurrency} requests in flight, every pass bounded in count and time. It sends",
             '`GET /home?id=<key>` and reads the replica with `message.split(":")[-1].strip()`. Keys are',
             f"{m.requests:,} distinct random 6-digit ids (seed {m.seed}; the same ids as",
             "`bench/ring_bench.py`). One LB per strategy serves A-1 (its N=3 pass), A-2 (the sweep), the",

@@ -69,7 +69,7 @@ def a3_args(args: argparse.Namespace) -> argparse.Namespace:
     """A-3's own namespace, from run_all's flags."""
     argv = [
         "--out", str(args.out / "a3"), "--seed", str(args.seed), "--concurrency", str(args.concurrency),
-        "--timeout", str(args.timeout), "--transport", args.transport, "--max-seconds",
+        "--timeout", str(args.timeout), "--max-seconds",
         str(max(args.max_seconds, args.duration + 10)), "--rate", str(args.rate), "--duration",
         str(args.duration), "--kill-at", str(args.kill_at), "--poll", str(args.poll),
     ]  # fmt: skip
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         requests=args.requests,
         seed=args.seed,
         concurrency=args.concurrency,
-        transport=args.transport,
         lb_starts=lb_starts,
         total_requests=total,
         argv=list(argv) if argv is not None else None,

@@ -52,7 +52,7 @@ def test_a1_counts_add_up_per_strategy(tmp_path: Path) -> None:
 def test_a2_sweep_counts_and_moves(tmp_path: Path) -> None:
     argv = [
         "--requests", str(REQUESTS), "--strategies", DEFAULT_STRATEGY, "--min-n", "2", "--max-n", "3",
-        "--default-max-n", "4", "--transport", "httpx", "--out", str(tmp_path),
+        "--default-max-n", "4", "--out", str(tmp_path),
     ]  # fmt: skip
     assert a2.main(argv) == 0
 
