@@ -28,7 +28,7 @@ def get_settings(request: Request) -> Settings:
 def get_strategy(request: Request) -> HashStrategy:
     """The hash strategy in use: the one named by the settings, or a test's dependency override.
 
-    The lifespan resolves it once (see resolve_strategy) because the pool builds its rings with it.
+    The lifespan resolves it once (see resolve_strategy) because the membership builds its rings with it.
     """
     strategy: HashStrategy = request.app.state.strategy
     return strategy
@@ -44,10 +44,10 @@ def resolve_strategy(app: FastAPI) -> HashStrategy:
     return make_strategy(settings.strategy, vnodes=settings.vnodes)
 
 
-def get_pool(request: Request) -> Membership:
-    """The replica pool: membership, health and the current routing table."""
-    pool: Membership = request.app.state.pool
-    return pool
+def get_membership(request: Request) -> Membership:
+    """Desired membership: the members, their health and the current routing table."""
+    membership: Membership = request.app.state.membership
+    return membership
 
 
 def get_process_stats(request: Request) -> Stats:
@@ -79,6 +79,6 @@ def get_vote_store(request: Request) -> VoteStore:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StrategyDep = Annotated[HashStrategy, Depends(get_strategy)]
-PoolDep = Annotated["Membership", Depends(get_pool)]
+MembershipDep = Annotated["Membership", Depends(get_membership)]
 StatsDep = Annotated[Stats, Depends(get_stats)]
 VoteStoreDep = Annotated["VoteStore", Depends(get_vote_store)]

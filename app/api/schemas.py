@@ -44,7 +44,7 @@ class AddRequest(BaseModel):
 class RemoveRequest(BaseModel):
     """Body of DELETE /rm: the given names first, then replicas the LB chooses (the newest first).
 
-    `n` larger than the number of replicas removes them all (`{"n": 10, "hostnames": []}` clears the pool).
+    `n` larger than the number of replicas removes them all (`{"n": 10, "hostnames": []}` removes all).
     """
 
     model_config = ConfigDict(extra="forbid")

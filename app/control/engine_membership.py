@@ -19,8 +19,8 @@ from typing import Any
 
 from app.control.health import probe_heartbeat
 from app.control.lifecycle import Prober, Replica
+from app.control.local_membership import LocalMembership, MembershipPolicy
 from app.control.naming import generate_names
-from app.control.pool import PoolPolicy, ReplicaPool
 from app.errors import LoadBalancerError, PeerCreatedError
 from app.ring.base import HashStrategy
 from app.runtimes.base import ReplicaHandle
@@ -29,14 +29,14 @@ from app.runtimes.engine import EngineRuntime, TaskView
 logger = logging.getLogger(__name__)
 
 
-class EngineMembership(ReplicaPool):
-    """ReplicaPool's members, lifecycle and routing, with the desired set read from the engine."""
+class EngineMembership(LocalMembership):
+    """LocalMembership's members, lifecycle and routing, with the desired set read from the engine."""
 
     def __init__(
         self,
         runtime: EngineRuntime[Any],
         strategy: HashStrategy,
-        policy: PoolPolicy,
+        policy: MembershipPolicy,
         prober: Prober = probe_heartbeat,
         resync_interval: float = 5.0,
     ) -> None:
@@ -80,7 +80,7 @@ class EngineMembership(ReplicaPool):
             self._apply(await self.engine.list_replicas())
 
     async def close(self) -> None:
-        """Stop following the engine, then close like the pool (the engine keeps the replicas)."""
+        """Stop following the engine, then close like LocalMembership (the engine keeps the replicas)."""
         self._stopping = True
         self._changed.set()
         if self._follower is not None:

@@ -1,7 +1,7 @@
 """The seam for where desired membership lives.
 
-The LB holds it itself for the process and Docker runtimes (app.control.pool.ReplicaPool); an engine
-that holds membership (a Swarm service list, a Kubernetes API server) plugs in here with an
+The LB holds it itself for the process and Docker runtimes (app.control.local_membership.LocalMembership);
+an engine that holds membership (a Swarm service list, a Kubernetes API server) plugs in here with an
 implementation that watches the engine instead. The API and the data plane depend only on this.
 """
 

@@ -10,7 +10,7 @@ import pytest
 from app.dataplane.hub import WorkerHub, describe_exit
 from tests.lb_support import alive
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_pool
+from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
 
 pytestmark = pytest.mark.anyio
 
@@ -28,8 +28,8 @@ def make_hub(command: list[str], delays: list[float]) -> WorkerHub:
         delays.append(0.05 * 2 ** (quick_exits - 1))
         return delays[-1]
 
-    pool = make_pool(FakeRuntime(), GatedProber())
-    return WorkerHub(pool, 2, "127.0.0.1:9", backoff=backoff, command=command)
+    membership = make_membership(FakeRuntime(), GatedProber())
+    return WorkerHub(membership, 2, "127.0.0.1:9", backoff=backoff, command=command)
 
 
 async def test_a_crash_looping_worker_backs_off(caplog: pytest.LogCaptureFixture) -> None:

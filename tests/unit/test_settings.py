@@ -33,7 +33,7 @@ def test_the_new_runtime_name_wins_over_the_old_one(monkeypatch: pytest.MonkeyPa
 
 def test_swarm_runtime_puts_membership_in_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     from app.control.engine_membership import EngineMembership
-    from app.control.pool import ReplicaPool
+    from app.control.local_membership import LocalMembership
     from app.main import make_membership
     from app.ring import RendezvousStrategy
     from app.runtimes.swarm import SwarmRuntime
@@ -46,4 +46,4 @@ def test_swarm_runtime_puts_membership_in_the_engine(monkeypatch: pytest.MonkeyP
     assert isinstance(membership.runtime, SwarmRuntime)
     assert (membership.runtime.cluster, membership.runtime.network) == ("blue", "blue-net")
     assert membership.runtime.name_prefix == "server"
-    assert type(make_membership(Settings(), RendezvousStrategy())) is ReplicaPool
+    assert type(make_membership(Settings(), RendezvousStrategy())) is LocalMembership

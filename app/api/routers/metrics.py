@@ -1,4 +1,4 @@
-"""GET /metrics in the Prometheus text format, read from the pool and the request counters at scrape time.
+"""GET /metrics in the Prometheus text format, read from the membership and request counters at scrape time.
 
 Custom collectors instead of prometheus-client metrics on the data path: per request the proxy only bumps
 plain integers on app.metrics.Stats. With LB_WORKERS > 1, the counters are every process's, added up.
@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from app.api.deps import HubDep, PoolDep, StatsDep
+from app.api.deps import HubDep, MembershipDep, StatsDep
 from app.api.routers.status import in_flight as in_flight_of
 from app.control.lifecycle import State
 from app.control.membership import Membership
@@ -35,16 +35,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LE = [f"{bound:g}" for bound in LATENCY_BOUNDS] + ["+Inf"]
 
 
-class PoolCollector(Collector):
-    """Replica membership, health and restarts of one pool."""
+class MembershipCollector(Collector):
+    """Replica membership, health and restarts of the LB."""
 
-    def __init__(self, pool: Membership) -> None:
-        self.pool = pool
+    def __init__(self, membership: Membership) -> None:
+        self.membership = membership
 
     def collect(self) -> Iterator[Metric]:
-        members = self.pool.replicas()
+        members = self.membership.replicas()
         desired = GaugeMetricFamily("chlb_replicas_desired", "Replicas the LB keeps alive")
-        desired.add_metric([], len(self.pool.names()))
+        desired.add_metric([], len(self.membership.names()))
         up = GaugeMetricFamily("chlb_replica_up", "1 when the replica is on the ring", labels=["replica"])
         fails = GaugeMetricFamily(
             "chlb_replica_consecutive_failures", "Failed heartbeats in a row", labels=["replica"]
@@ -62,9 +62,9 @@ class PoolCollector(Collector):
 class RequestCollector(Collector):
     """Per-replica requests, errors, retries, latency and in-flight; the LB's own answers; rebuilds."""
 
-    def __init__(self, stats: Stats, pool: Membership, workers: WorkerStats | None = None) -> None:
+    def __init__(self, stats: Stats, membership: Membership, workers: WorkerStats | None = None) -> None:
         self.stats = stats
-        self.pool = pool
+        self.membership = membership
         self.workers = workers  # LB_WORKERS > 1: their requests in flight, as last reported
 
     def collect(self) -> Iterator[Metric]:
@@ -101,7 +101,7 @@ class RequestCollector(Collector):
         in_flight = GaugeMetricFamily(
             "chlb_in_flight", "Requests sent to the replica and not yet answered", labels=["replica"]
         )
-        for member in self.pool.replicas():  # draining ones too: their requests are still in flight
+        for member in self.membership.replicas():  # draining ones too: their requests are still in flight
             in_flight.add_metric([member.name], in_flight_of(member, self.workers))
         answers = CounterMetricFamily(
             "chlb_lb_responses", "Error answers the LB made itself (not a replica's)", labels=["code"]
@@ -136,11 +136,11 @@ class WorkerCollector(Collector):
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
-async def metrics(pool: PoolDep, stats: StatsDep, hub: HubDep) -> Response:
+async def metrics(membership: MembershipDep, stats: StatsDep, hub: HubDep) -> Response:
     """Prometheus metrics: health; per replica requests, retries, latency, in-flight; LB errors; rebuilds."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(pool))
-    registry.register(RequestCollector(stats, pool, hub.stats if hub is not None else None))
+    registry.register(MembershipCollector(membership))
+    registry.register(RequestCollector(stats, membership, hub.stats if hub is not None else None))
     if hub is not None:
         registry.register(WorkerCollector(hub))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

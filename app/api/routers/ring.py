@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import PoolDep, SettingsDep, StrategyDep
+from app.api.deps import MembershipDep, SettingsDep, StrategyDep
 from app.api.schemas import Failure
 from app.control.naming import natural_key
 from app.errors import InvalidRequestError, UnknownReplicaError
@@ -96,9 +96,9 @@ _cached: list[tuple[Ring, RingResponse]] = []  # the last answer: rings are immu
 
 
 @router.get("/ring", response_model=RingResponse)
-def show_ring(pool: PoolDep, strategy: StrategyDep) -> RingResponse:
+def show_ring(membership: MembershipDep, strategy: StrategyDep) -> RingResponse:
     """The members on the ring with their share of a fixed sample of 10,000 keys, and the ring's points."""
-    ring = pool.table.ring
+    ring = membership.table.ring
     if _cached and _cached[0][0] is ring:
         return _cached[0][1]
     shares = introspect.shares(ring, introspect.sample_keys())
@@ -107,7 +107,7 @@ def show_ring(pool: PoolDep, strategy: StrategyDep) -> RingResponse:
         sample_size=introspect.SAMPLE_SIZE,
         members=[
             RingMember(name=name, share=shares.get(name, 0.0))
-            for name in sorted(pool.table.upstreams, key=natural_key)
+            for name in sorted(membership.table.upstreams, key=natural_key)
         ],
         points=[RingPoint(replica=name, position=pos) for pos, name in introspect.positions(ring)],
     )
@@ -124,12 +124,12 @@ def show_ring(pool: PoolDep, strategy: StrategyDep) -> RingResponse:
     },
 )
 async def show_route(
-    pool: PoolDep,
+    membership: MembershipDep,
     settings: SettingsDep,
     key: Annotated[str, Query(min_length=1, max_length=4096, description="the request key, e.g. an `id`")],
 ) -> RouteResponse:
     """The replica a request with this key goes to now, and the proxy's fallback order after it."""
-    replica, fallbacks = introspect.route(pool.table.ring, key, settings.max_tries)
+    replica, fallbacks = introspect.route(membership.table.ring, key, settings.max_tries)
     return RouteResponse(key=key, replica=replica, fallbacks=fallbacks)
 
 
@@ -139,13 +139,15 @@ async def show_route(
     responses={400: {"model": Failure, "description": "Unknown name to remove, existing name to add, ..."}},
 )
 def plan_change(
-    body: PlanRequest, pool: PoolDep, settings: SettingsDep, strategy: StrategyDep
+    body: PlanRequest, membership: MembershipDep, settings: SettingsDep, strategy: StrategyDep
 ) -> PlanResponse:
     """Which sample keys an /add or /rm of these names would move, and between which replicas. Read-only."""
-    members = set(pool.names())
+    members = set(membership.names())
     unknown = [name for name in body.remove if name not in members]
     if unknown:
-        raise UnknownReplicaError(f"Replica name '{unknown[0]}' is not a member; members are {pool.names()}")
+        raise UnknownReplicaError(
+            f"Replica name '{unknown[0]}' is not a member; members are {membership.names()}"
+        )
     taken = [name for name in body.add if name in members]
     if taken:
         raise InvalidRequestError(f"Replica name '{taken[0]}' is already in use")
@@ -153,7 +155,7 @@ def plan_change(
         raise InvalidRequestError(f"At most {settings.max_replicas} replicas are allowed")
     try:
         result = introspect.plan(
-            strategy, list(pool.table.upstreams), body.add, body.remove, introspect.sample_keys()
+            strategy, list(membership.table.upstreams), body.add, body.remove, introspect.sample_keys()
         )
     except ValueError as exc:
         raise InvalidRequestError(f"Cannot plan this change with strategy {strategy.name}: {exc}") from exc

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app import native
-from app.api.deps import HubDep, PoolDep, ProcessStatsDep, StatsDep, StrategyDep
+from app.api.deps import HubDep, MembershipDep, ProcessStatsDep, StatsDep, StrategyDep
 from app.control.lifecycle import Replica, State
 from app.metrics import Stats, WorkerStats
 
@@ -104,12 +104,12 @@ def worker_rows(own: Stats, hub: WorkerHub | None) -> list[WorkerStatus]:
 
 @router.get("/status", response_model=StatusResponse)
 async def replica_status(
-    pool: PoolDep, strategy: StrategyDep, stats: StatsDep, own: ProcessStatsDep, hub: HubDep
+    membership: MembershipDep, strategy: StrategyDep, stats: StatsDep, own: ProcessStatsDep, hub: HubDep
 ) -> StatusResponse:
     """Per replica: state, consecutive failures, last probe (Unix time), restarts, back-off; the processes."""
     now = time.monotonic()
-    on_ring = pool.table.upstreams
-    members = pool.replicas()
+    on_ring = membership.table.upstreams
+    members = membership.replicas()
     counters = {m.name: stats.replica(m.name) for m in members}
     rows = [
         ReplicaStatus(
@@ -128,7 +128,7 @@ async def replica_status(
             else None,
             last_error=m.last_error,
             task=TaskStatus.model_validate(view, from_attributes=True)
-            if (view := pool.task(m.name)) is not None
+            if (view := membership.task(m.name)) is not None
             else None,
             requests=counters[m.name].requests,
             latency_p99_ms=_ms(counters[m.name].latency_p99()),

@@ -9,7 +9,7 @@ from typing import Any
 
 from app.control.health import ProbeSchedule
 from app.control.lifecycle import LifecyclePolicy, Replica
-from app.control.pool import PoolPolicy, ReplicaPool
+from app.control.local_membership import LocalMembership, MembershipPolicy
 from app.errors import InvalidRequestError, ReplicaStartError
 from app.ring import RendezvousStrategy
 from app.runtimes.base import ReplicaHandle
@@ -131,12 +131,12 @@ def make_policy(**overrides: Any) -> LifecyclePolicy:
     return LifecyclePolicy(**values)
 
 
-def make_pool(
+def make_membership(
     runtime: FakeRuntime, prober: GatedProber, *, new_names: bool = False, **policy: Any
-) -> ReplicaPool:
-    """A pool over the fake runtime; the monitor probes every 5 ms."""
+) -> LocalMembership:
+    """A LocalMembership over the fake runtime; the monitor probes every 5 ms."""
     schedule = ProbeSchedule(interval=0.005, jitter=0.0)
-    pool_policy = PoolPolicy(
+    membership_policy = MembershipPolicy(
         make_policy(**policy), schedule, max_replicas=10, replacement_gets_new_name=new_names
     )
-    return ReplicaPool(runtime, RendezvousStrategy(), pool_policy, prober)
+    return LocalMembership(runtime, RendezvousStrategy(), membership_policy, prober)

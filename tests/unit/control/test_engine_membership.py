@@ -15,7 +15,7 @@ from typing import Any
 from app.control.engine_membership import EngineMembership
 from app.control.health import ProbeSchedule
 from app.control.lifecycle import Replica, State
-from app.control.pool import PoolPolicy
+from app.control.local_membership import MembershipPolicy
 from app.errors import InvalidRequestError, PeerCreatedError
 from app.ring import RendezvousStrategy
 from app.runtimes.base import ReplicaHandle
@@ -141,7 +141,7 @@ def prober_for(engine: FakeEngine) -> Callable[[Replica[Any]], Any]:
 
 def instance(engine: FakeEngine) -> EngineMembership:
     """One LB instance's membership: probes every 5 ms, resyncs at least every 50 ms."""
-    policy = PoolPolicy(make_policy(), ProbeSchedule(interval=0.005, jitter=0.0), max_replicas=10)
+    policy = MembershipPolicy(make_policy(), ProbeSchedule(interval=0.005, jitter=0.0), max_replicas=10)
     lb = EngineMembership(
         FakeEngineRuntime(engine), RendezvousStrategy(), policy, prober_for(engine), resync_interval=0.05
     )

@@ -1,6 +1,6 @@
 """Every lifecycle transition, in process, against a fake runtime: no process, no socket.
 
-Each test drives a real ReplicaPool (its health monitor included) and holds starts or probes open with
+Each test drives a real LocalMembership (its health monitor included) and holds starts or probes open with
 gates to force the interleavings that matter: a report racing a probe, a removal racing a start.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from app.control.lifecycle import LifecyclePolicy, State
-from app.control.pool import ReplicaPool
+from app.control.local_membership import LocalMembership
 from app.errors import ReplicaStartError
 from app.settings import Settings
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_pool
+from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
 
 AsyncTest = Callable[..., Awaitable[None]]
 
@@ -39,12 +39,12 @@ def in_loop(test: AsyncTest) -> Callable[..., None]:
     return run
 
 
-def states(pool: ReplicaPool) -> dict[str, str]:
-    return {m.name: m.state.value for m in pool.replicas()}
+def states(membership: LocalMembership) -> dict[str, str]:
+    return {m.name: m.state.value for m in membership.replicas()}
 
 
-def on_ring(pool: ReplicaPool) -> set[str]:
-    return set(pool.table.upstreams)
+def on_ring(membership: LocalMembership) -> set[str]:
+    return set(membership.table.upstreams)
 
 
 def events(caplog: pytest.LogCaptureFixture, replica: str) -> list[str]:
@@ -59,24 +59,24 @@ def events(caplog: pytest.LogCaptureFixture, replica: str) -> list[str]:
     return found
 
 
-async def started_pool(
+async def started_membership(
     count: int = 3, *, new_names: bool = False, **policy: Any
-) -> tuple[ReplicaPool, FakeRuntime, GatedProber]:
+) -> tuple[LocalMembership, FakeRuntime, GatedProber]:
     runtime, prober = FakeRuntime(), GatedProber()
-    pool = make_pool(runtime, prober, new_names=new_names, **policy)
-    await pool.start(count)
-    return pool, runtime, prober
+    membership = make_membership(runtime, prober, new_names=new_names, **policy)
+    await membership.start(count)
+    return membership, runtime, prober
 
 
 @in_loop
 async def test_boot_puts_every_member_on_the_ring_and_close_stops_them() -> None:
-    pool, runtime, _ = await started_pool(3)
-    assert pool.names() == ["r1", "r2", "r3"]
-    assert states(pool) == {"r1": "up", "r2": "up", "r3": "up"}
-    assert on_ring(pool) == {"r1", "r2", "r3"}
-    assert pool.task("r1") is None  # no engine, no task view for /status
-    await eventually(lambda: all(m.last_probe for m in pool.replicas()))  # the monitor probes them
-    await pool.close()
+    membership, runtime, _ = await started_membership(3)
+    assert membership.names() == ["r1", "r2", "r3"]
+    assert states(membership) == {"r1": "up", "r2": "up", "r3": "up"}
+    assert on_ring(membership) == {"r1", "r2", "r3"}
+    assert membership.task("r1") is None  # no engine, no task view for /status
+    await eventually(lambda: all(m.last_probe for m in membership.replicas()))  # the monitor probes them
+    await membership.close()
     assert runtime.closed and not runtime.running
 
 
@@ -85,125 +85,126 @@ async def test_failed_heartbeats_take_a_member_down_then_replace_it_under_its_na
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    pool, runtime, _ = await started_pool(3)
+    membership, runtime, _ = await started_membership(3)
     (old,) = runtime.instances_of("r2")
     old.healthy = False  # alive but answering 503: only heartbeats can tell
-    await eventually(lambda: pool.members["r2"].restarts == 1 and states(pool)["r2"] == "up")
+    await eventually(lambda: membership.members["r2"].restarts == 1 and states(membership)["r2"] == "up")
     assert runtime.instances_of("r2") != [old] and not old.alive
     assert 'event=down replica=r2 reason="2 failed heartbeats" detected_by=heartbeat' in caplog.text
     assert events(caplog, "r2") == ["spawning", "up", "down", "replacing", "spawning", "up"]
-    await pool.close()
+    await membership.close()
 
 
 @in_loop
 async def test_passive_report_takes_a_member_off_the_ring_until_it_rises_again() -> None:
-    pool, runtime, _ = await started_pool(3, rise=3)
-    pool.report_failure("r1", "connection refused")
-    assert states(pool)["r1"] == "down" and "r1" not in on_ring(pool)  # at once, not at the next probe
-    await eventually(lambda: states(pool)["r1"] == "up")  # three good heartbeats: a blip, not a death
-    assert pool.members["r1"].restarts == 0 and len(runtime.instances_of("r1")) == 1
-    assert "r1" in on_ring(pool)
-    await pool.close()
+    membership, runtime, _ = await started_membership(3, rise=3)
+    membership.report_failure("r1", "connection refused")
+    # at once, not at the next probe
+    assert states(membership)["r1"] == "down" and "r1" not in on_ring(membership)
+    await eventually(lambda: states(membership)["r1"] == "up")  # three good heartbeats: a blip, not a death
+    assert membership.members["r1"].restarts == 0 and len(runtime.instances_of("r1")) == 1
+    assert "r1" in on_ring(membership)
+    await membership.close()
 
 
 @in_loop
 async def test_runtime_exit_report_replaces_at_once() -> None:
-    pool, runtime, prober = await started_pool(3)
+    membership, runtime, prober = await started_membership(3)
     prober.hold()  # no heartbeat can notice: only the runtime's report
     runtime.kill("r3")
-    assert states(pool)["r3"] == "replacing" and "r3" not in on_ring(pool)
+    assert states(membership)["r3"] == "replacing" and "r3" not in on_ring(membership)
     prober.release()
-    await eventually(lambda: states(pool)["r3"] == "up")
-    assert pool.members["r3"].restarts == 1 and len(runtime.instances_of("r3")) == 1
-    await pool.close()
+    await eventually(lambda: states(membership)["r3"] == "up")
+    assert membership.members["r3"].restarts == 1 and len(runtime.instances_of("r3")) == 1
+    await membership.close()
 
 
 @in_loop
 async def test_passive_failure_report_during_a_probe() -> None:
-    pool, runtime, prober = await started_pool(3)
+    membership, runtime, prober = await started_membership(3)
     prober.hold()
     await eventually(lambda: prober.in_flight == 3)  # one probe per member in flight
     runtime.kill("r1", report=False)  # a runtime without exit events
-    pool.report_failure("r1", "connection refused")
-    pool.report_failure("r1", "connection refused")  # a second report is not a second transition
-    assert states(pool)["r1"] == "down" and "r1" not in on_ring(pool)
+    membership.report_failure("r1", "connection refused")
+    membership.report_failure("r1", "connection refused")  # a second report is not a second transition
+    assert states(membership)["r1"] == "down" and "r1" not in on_ring(membership)
     prober.release()  # the probe in flight fails, and the runtime says the instance exited
-    await eventually(lambda: states(pool)["r1"] == "up" and pool.members["r1"].restarts == 1)
-    assert [m.restarts for m in pool.replicas()] == [1, 0, 0]
-    await pool.close()
+    await eventually(lambda: states(membership)["r1"] == "up" and membership.members["r1"].restarts == 1)
+    assert [m.restarts for m in membership.replicas()] == [1, 0, 0]
+    await membership.close()
 
 
 @in_loop
 async def test_new_name_replacement_racing_a_probe(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    pool, runtime, prober = await started_pool(3, new_names=True)
+    membership, runtime, prober = await started_membership(3, new_names=True)
     prober.hold()
     await eventually(lambda: prober.in_flight == 3)
-    old = pool.members["r2"]
+    old = membership.members["r2"]
     runtime.kill("r2")  # replaced under a new name while a probe of the old instance is in flight
-    await eventually(lambda: "r4" in pool.members)
+    await eventually(lambda: "r4" in membership.members)
     prober.release()  # the stale verdict on r2's old instance must change nothing
-    await eventually(lambda: states(pool) == {"r1": "up", "r3": "up", "r4": "up"})
-    assert old.state is State.REMOVED and "r2" not in pool.names()
+    await eventually(lambda: states(membership) == {"r1": "up", "r3": "up", "r4": "up"})
+    assert old.state is State.REMOVED and "r2" not in membership.names()
     assert runtime.starts.count("r2") == 1 and not runtime.instances_of("r2")
-    assert pool.members["r4"].restarts == 1
+    assert membership.members["r4"].restarts == 1
     assert 'event=removed replica=r2 reason="replaced under a new name" successor=r4' in caplog.text
-    await pool.close()
+    await membership.close()
 
 
 @in_loop
 async def test_removal_during_a_replacement() -> None:
-    pool, runtime, _ = await started_pool(3)
+    membership, runtime, _ = await started_membership(3)
     runtime.start_gate = asyncio.Event()  # the replacement's start hangs until the gate opens
     runtime.kill("r1")
     await eventually(lambda: runtime.starts.count("r1") == 2)
-    assert await pool.remove(1, ["r1"]) == ["r1"]
-    assert pool.names() == ["r2", "r3"] and "r1" not in on_ring(pool)
+    assert await membership.remove(1, ["r1"]) == ["r1"]
+    assert membership.names() == ["r2", "r3"] and "r1" not in on_ring(membership)
     runtime.start_gate.set()  # the start completes after its owner gave up: what it made is stopped
-    await eventually(lambda: [m.name for m in pool.replicas()] == ["r2", "r3"])
+    await eventually(lambda: [m.name for m in membership.replicas()] == ["r2", "r3"])
     assert not runtime.instances_of("r1")
     assert runtime.starts.count("r1") == 2  # and nobody starts it again
-    await pool.close()
+    await membership.close()
 
 
 @in_loop
 async def test_removal_during_a_start_after_a_back_off() -> None:
     runtime, prober = FakeRuntime(failing_starts={"r2": 1}), GatedProber()
-    pool = make_pool(runtime, prober)
-    await pool.start(2)
-    assert states(pool)["r2"] == "backoff" and "r2" not in on_ring(pool)
+    membership = make_membership(runtime, prober)
+    await membership.start(2)
+    assert states(membership)["r2"] == "backoff" and "r2" not in on_ring(membership)
     runtime.start_gate = asyncio.Event()
     await eventually(lambda: runtime.starts.count("r2") == 2)  # the retry is in flight
-    await pool.remove(1, ["r2"])
+    await membership.remove(1, ["r2"])
     runtime.start_gate.set()
-    await eventually(lambda: [m.name for m in pool.replicas()] == ["r1"])
+    await eventually(lambda: [m.name for m in membership.replicas()] == ["r1"])
     assert not runtime.instances_of("r2") and runtime.starts.count("r2") == 2
-    await pool.close()
+    await membership.close()
 
 
 @in_loop
 async def test_crash_loop_backs_off_exponentially_up_to_the_cap(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     runtime, prober = FakeRuntime(failing_starts={"r1": 5}), GatedProber()
-    pool = make_pool(runtime, prober)
-    await pool.start(1)
-    await eventually(lambda: states(pool)["r1"] == "up")
+    membership = make_membership(runtime, prober)
+    await membership.start(1)
+    await eventually(lambda: states(membership)["r1"] == "up")
     delays = [
         float(d) for d in re.findall(r"event=start_failed replica=r1 .* retry_in=([\d.]+)", caplog.text)
     ]
     assert delays == [0.01, 0.02, 0.04, 0.08, 0.08]  # doubling from the base, capped
-    member = pool.members["r1"]
+    member = membership.members["r1"]
     assert runtime.starts.count("r1") == 6 and member.attempts == 0 and member.restarts == 0
-    await pool.close()
+    await membership.close()
 
 
 @in_loop
 async def test_shutdown_during_a_start_leaves_nothing_running() -> None:
-    pool, runtime, _ = await started_pool(2)
+    membership, runtime, _ = await started_membership(2)
     runtime.start_gate = asyncio.Event()
     runtime.kill("r2")
     await eventually(lambda: runtime.starts.count("r2") == 2)
-    closing = asyncio.create_task(pool.close())
+    closing = asyncio.create_task(membership.close())
     for _ in range(50):  # let close() run as far as it can: it must wait for the start in flight
         await asyncio.sleep(0)
     assert not closing.done()
@@ -214,58 +215,58 @@ async def test_shutdown_during_a_start_leaves_nothing_running() -> None:
 
 @in_loop
 async def test_removal_drains_requests_in_flight_first() -> None:
-    pool, runtime, _ = await started_pool(2)
-    member = pool.members["r1"]
+    membership, runtime, _ = await started_membership(2)
+    member = membership.members["r1"]
     assert member.upstream is not None
     member.upstream.in_flight = 2  # two requests on their way (the upstream client counts them)
-    await pool.remove(1, ["r1"])
-    assert pool.names() == ["r2"] and "r1" not in on_ring(pool)
-    assert states(pool) == {"r1": "draining", "r2": "up"} and runtime.instances_of("r1")
+    await membership.remove(1, ["r1"])
+    assert membership.names() == ["r2"] and "r1" not in on_ring(membership)
+    assert states(membership) == {"r1": "draining", "r2": "up"} and runtime.instances_of("r1")
     member.upstream.in_flight = 0
-    await eventually(lambda: states(pool) == {"r2": "up"})
+    await eventually(lambda: states(membership) == {"r2": "up"})
     assert member.state is State.REMOVED and not runtime.instances_of("r1")
-    await pool.close()
+    await membership.close()
 
 
 @in_loop
 async def test_drain_gives_up_after_the_timeout() -> None:
-    pool, runtime, _ = await started_pool(2, drain_timeout=0.05)
-    member = pool.members["r2"]
+    membership, runtime, _ = await started_membership(2, drain_timeout=0.05)
+    member = membership.members["r2"]
     assert member.upstream is not None
     member.upstream.in_flight = 1  # never finishes
-    await pool.remove(1, ["r2"])
+    await membership.remove(1, ["r2"])
     await eventually(lambda: member.state is State.REMOVED)
     assert not runtime.instances_of("r2")
-    await pool.close()
+    await membership.close()
 
 
 @in_loop
 async def test_a_reused_name_waits_for_its_draining_predecessor() -> None:
-    pool, runtime, _ = await started_pool(1)
-    old = pool.members["r1"]
+    membership, runtime, _ = await started_membership(1)
+    old = membership.members["r1"]
     assert old.upstream is not None
     old.upstream.in_flight = 1
-    await pool.remove(1, ["r1"])
-    adding = asyncio.create_task(pool.add(1, ["r1"]))
+    await membership.remove(1, ["r1"])
+    adding = asyncio.create_task(membership.add(1, ["r1"]))
     await eventually(lambda: old.state is State.DRAINING)
     assert not adding.done() and runtime.starts.count("r1") == 1
     old.upstream.in_flight = 0
     assert await adding == ["r1"]
-    assert states(pool) == {"r1": "up"} and len(runtime.instances_of("r1")) == 1
-    await pool.close()
+    assert states(membership) == {"r1": "up"} and len(runtime.instances_of("r1")) == 1
+    await membership.close()
 
 
 @in_loop
 async def test_add_is_all_or_nothing() -> None:
-    pool, runtime, _ = await started_pool(1)
+    membership, runtime, _ = await started_membership(1)
     runtime.failing_starts["bad"] = 1
     with pytest.raises(ReplicaStartError, match="nothing was changed"):
-        await pool.add(2, ["good", "bad"])
-    assert pool.names() == ["r1"] and on_ring(pool) == {"r1"}
+        await membership.add(2, ["good", "bad"])
+    assert membership.names() == ["r1"] and on_ring(membership) == {"r1"}
     assert not runtime.instances_of("good") and not runtime.instances_of("bad")
-    assert await pool.add(1, ["good"]) == ["good"]
-    assert on_ring(pool) == {"good", "r1"}
-    await pool.close()
+    assert await membership.add(1, ["good"]) == ["good"]
+    assert on_ring(membership) == {"good", "r1"}
+    await membership.close()
 
 
 def test_backoff_doubles_up_to_its_cap_and_never_overflows() -> None:

@@ -1,8 +1,8 @@
 """Desired membership held by the LB itself (process and Docker runtimes).
 
-The pool decides *which* replicas exist: names, /add and /rm, the initial count, successors under a
-new name. Each member's life is its own owner's (app.control.lifecycle); the pool only creates, asks
-and forgets members, and rebuilds the routing table when an owner says a member entered or left UP.
+LocalMembership decides *which* replicas exist: names, /add and /rm, the initial count, successors under
+a new name. Each member's life is its own owner's (app.control.lifecycle); the membership only creates,
+asks and forgets members, and rebuilds the routing table when an owner says a member entered or left UP.
 /add and /rm are serialized by one asyncio.Lock.
 """
 
@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PoolPolicy:
-    """How the pool runs its members: their lifecycle, the probe schedule, the membership limits."""
+class MembershipPolicy:
+    """How the membership runs its members: their lifecycle, the probe schedule, the membership limits."""
 
     lifecycle: LifecyclePolicy
     schedule: ProbeSchedule
@@ -44,8 +44,8 @@ class PoolPolicy:
     replacement_gets_new_name: bool = False  # the seed's behaviour; default: the dead replica's name
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PoolPolicy:
-        """The pool's view of the settings."""
+    def from_settings(cls, settings: Settings) -> MembershipPolicy:
+        """The membership's view of the settings."""
         return cls(
             LifecyclePolicy.from_settings(settings),
             ProbeSchedule.from_settings(settings),
@@ -54,14 +54,14 @@ class PoolPolicy:
         )
 
 
-class ReplicaPool(Hooks):
+class LocalMembership(Hooks):
     """Desired replicas, started through a runtime, routed through a hash strategy."""
 
     def __init__(
         self,
         runtime: Runtime[Any],
         strategy: HashStrategy,
-        policy: PoolPolicy,
+        policy: MembershipPolicy,
         prober: Prober = probe_heartbeat,
     ) -> None:
         self.runtime = runtime
@@ -116,7 +116,7 @@ class ReplicaPool(Hooks):
         if member is not None:
             member.report_exit(handle)
 
-    # ----- Hooks: what members ask of the pool -----------------------------------------------------
+    # ----- Hooks: what members ask of the membership -----------------------------------------------
     def routing_changed(self, member: Replica[Any]) -> None:
         if self.members.get(member.name) is member:
             self._rebuild()
