@@ -16,18 +16,18 @@ from dataclasses import dataclass
 import pytest
 
 from app.control.lifecycle import State
-from app.control.pool import ReplicaPool
+from app.control.local_membership import LocalMembership
 from app.dataplane.hub import WorkerHub
 from app.dataplane.worker import RemoteRouting
 from app.settings import Settings
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_pool
+from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
 from tests.unit.control.test_lifecycle import in_loop
 
 
 @dataclass
 class Owner:
-    pool: ReplicaPool
+    pool: LocalMembership
     runtime: FakeRuntime
     hub: WorkerHub
 
@@ -36,7 +36,7 @@ class Owner:
 async def owner_with_hub(**policy: float) -> AsyncIterator[Owner]:
     """Two replicas on the fake runtime and a hub with no worker process of its own (count=1)."""
     runtime = FakeRuntime()
-    pool = make_pool(runtime, GatedProber(), new_names=False, **policy)
+    pool = make_membership(runtime, GatedProber(), new_names=False, **policy)
     await pool.start(2)
     hub = WorkerHub(pool, 1, "127.0.0.1:9", backoff=lambda quick_exits: 0.1)
     await hub.start()
@@ -82,18 +82,31 @@ async def test_a_removed_replica_waits_for_a_workers_requests() -> None:
 
 @in_loop
 async def test_with_nothing_in_flight_anywhere_removal_is_immediate() -> None:
-    async with owner_with_hub() as owner, worker(owner.hub):
+    drain_timeout = 4.0
+    async with owner_with_hub(drain_timeout=drain_timeout) as owner, worker(owner.hub):
         await owner.pool.remove(1, ["r2"])
-        await eventually(lambda: state(owner, "r2") is None and not owner.runtime.instances_of("r2"))
+        # Done in a fraction of the drain timeout: a removal that waited it out would still be draining.
+        await eventually(
+            lambda: state(owner, "r2") is None and not owner.runtime.instances_of("r2"),
+            timeout=drain_timeout / 4,
+        )
 
 
 @in_loop
 async def test_the_drain_timeout_bounds_the_wait_for_workers(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    async with owner_with_hub(drain_timeout=0.2) as owner, worker(owner.hub) as routing:
+    drain_timeout = 0.5
+    async with owner_with_hub(drain_timeout=drain_timeout) as owner, worker(owner.hub) as routing:
         routing.table.upstreams["r2"].in_flight = 1  # never answered
+        loop = asyncio.get_running_loop()
+        removed_at = loop.time()
         await owner.pool.remove(1, ["r2"])
-        await eventually(lambda: state(owner, "r2") is None and not owner.runtime.instances_of("r2"))
+        # Not before the bound (the request might still finish), and not long past it.
+        await eventually(
+            lambda: state(owner, "r2") is None and not owner.runtime.instances_of("r2"),
+            timeout=drain_timeout * 4,
+        )
+        assert loop.time() - removed_at >= drain_timeout
     warning = "replica r2: 1 worker processes still had requests in flight after the drain timeout"
     assert warning in caplog.text
 
