@@ -1,4 +1,8 @@
-"""The app factory: routers, error handlers, and a lifespan that owns every resource."""
+"""The LB's own app (control plane): routers, error handlers, and a lifespan that owns every resource.
+
+It serves the LB's own paths only. Proxied paths are served by the data plane's protocol, which app.launch
+wires in front of it (app.state.front); a launch without it (uvicorn's CLI) is refused at start-up.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
+from app import native
 from app.api.deps import resolve_strategy
 from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
@@ -16,11 +22,10 @@ from app.api.routers import dashboard, metrics, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
 from app.api.schemas import Failure
 from app.control.engine_membership import EngineMembership
-from app.control.pool import PoolPolicy, ReplicaPool
+from app.control.local_membership import LocalMembership, MembershipPolicy
 from app.dataplane.exchange import DataPlane
-from app.dataplane.front import LoadBalancerApp, ReservedPaths
+from app.dataplane.front import Front, ReservedPaths
 from app.dataplane.keys import make_key_extractor
-from app.dataplane.proxy import Proxy
 from app.metrics import Stats
 from app.ring.base import HashStrategy
 from app.runtimes import make_runtime
@@ -41,20 +46,39 @@ the [voting page](/vote) is the demo app.
 """
 
 
-def make_membership(settings: Settings, strategy: HashStrategy) -> ReplicaPool:
+def make_membership(settings: Settings, strategy: HashStrategy) -> LocalMembership:
     """Where desired membership lives: in the engine (swarm) or in this LB (process, docker)."""
     runtime = make_runtime(settings)
-    policy = PoolPolicy.from_settings(settings)
+    policy = MembershipPolicy.from_settings(settings)
     if settings.runtime == "swarm":
         engine = cast(EngineRuntime[Any], runtime)
         return EngineMembership(engine, strategy, policy, resync_interval=settings.swarm_resync_interval)
-    return ReplicaPool(runtime, strategy, policy)
+    return LocalMembership(runtime, strategy, policy)
+
+
+# Why a launch without the data plane's protocol is refused, in one line (uvicorn adds that it exits).
+NOT_SERVED = (
+    "this app needs the LB's own HTTP protocol for proxied requests (streaming, limits, WebSocket), which"
+    " `uvicorn --factory` cannot load: start it with `python -m app` (or `make run`)"
+)
+
+
+class LoadBalancerApp(FastAPI):
+    """FastAPI that refuses to start unless the data plane's protocol serves it (app.launch.build)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and getattr(self.state, "front", None) is None:
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.failed", "message": NOT_SERVED})
+            return
+        await super().__call__(scope, receive, send)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start replicas and the health monitor; on shutdown stop them all (no orphans)."""
     settings: Settings = app.state.settings
+    front: Front = app.state.front
     strategy = resolve_strategy(app)
     stats = Stats()
     pool = make_membership(settings, strategy)
@@ -68,30 +92,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stats=stats,
         balance_factor=settings.balance_factor,
     )
-    proxy = Proxy(plane)
     app.state.strategy = strategy
     app.state.stats = stats
-    app.state.pool = pool
-    app.state.proxy = proxy
+    app.state.membership = pool
     app.state.votes = VoteStore(settings.db_path, settings.vote_options)  # early: bad options fail fast
     # Whether a token is set, never the token itself.
     logger.info("admin token %s", "set: mutations need it" if settings.admin_token else "unset")
     try:
         await pool.start(settings.replicas)
-        if settings.fast_path and isinstance(app, LoadBalancerApp):
-            app.fast_proxy = proxy
-            app.data_plane = plane
+        front.data_plane = plane
+        mode = "compiled" if native.STATE.compiled else "interpreted"
+        logger.info("data plane: the protocol-level exchange serves proxied paths (hot path %s)", mode)
         yield
     finally:
-        if isinstance(app, LoadBalancerApp):
-            app.fast_proxy = None
-            app.data_plane = None
+        front.data_plane = None
         await pool.close()
         app.state.votes.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the LB; `settings` defaults to the environment (LB_* variables)."""
+    """Build the LB's own app; `settings` defaults to the environment (LB_* variables).
+
+    Serve it with app.launch (`python -m app`), which puts the data plane in front of it.
+    """
     settings = settings or Settings()
     app = LoadBalancerApp(
         title="Consistent-hashing load balancer",
@@ -104,7 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={431: {"model": Failure, "description": "Request line + headers over LB_MAX_HEADER_BYTES"}},
     )
     app.state.settings = settings
-    app.max_control_body_bytes = settings.max_control_body_bytes
     install_error_handlers(app)
     install_offline_docs(app)
     control_routers = [
@@ -120,7 +142,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     vote_routes.mount_static(app)
     app.include_router(proxy_routes.router)  # the catch-all: LAST
     # FastAPI wraps included routers lazily, so read the paths from the routers themselves.
-    reserved = ReservedPaths([*app.routes, *(route for r in control_routers for route in r.routes)])
-    app.is_reserved = reserved
+    reserved = ReservedPaths.of_routes([*app.routes, *(route for r in control_routers for route in r.routes)])
     app.state.is_reserved = reserved
     return app

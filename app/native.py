@@ -35,9 +35,11 @@ GROUP = "app._native"
 MODULES = (
     "app.dataplane.server",
     "app.dataplane.exchange",
-    "app.dataplane.upstream_stream",
-    "app.dataplane.upstream",
+    "app.dataplane.retry",
     "app.dataplane.http1",
+    "app.upstream.connection",
+    "app.upstream.pool",
+    "app.upstream.headers",
     "app.dataplane.keys",
     "app.dataplane.balance",
     "app.metrics",
@@ -82,11 +84,12 @@ def source_digest(module: str) -> str:
     return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
 
 
-def write_manifest(build_dir: Path, extensions: dict[str, str]) -> None:
-    """Record what was built: each module's extension file (relative to build_dir) and source digest."""
+def write_manifest(build_dir: Path, extensions: dict[str, str], digests: dict[str, str]) -> None:
+    """Record what was built: each module's extension file (relative to build_dir) and the sha256 of the
+    source it was compiled from."""
     manifest = {
         "cache_tag": sys.implementation.cache_tag,
-        "modules": {name: {"file": extensions[name], "sha256": source_digest(name)} for name in MODULES},
+        "modules": {name: {"file": extensions[name], "sha256": digests[name]} for name in MODULES},
         "group": {GROUP + "__mypyc": extensions[GROUP + "__mypyc"]},
     }
     (build_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from app.voting.store import validate_options
+from app.errors import quote
+from app.voting.options import validate_options
 
 StrategyName = Literal["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
 KeySourceName = Literal["query", "header", "cookie", "path", "client"]
@@ -165,8 +176,6 @@ class Settings(BaseSettings):
     db_path: Path = Path("data/votes.sqlite3")
     vote_options: JsonList = ["kubernetes", "docker", "helm", "prometheus"]
 
-    # Fast path: non-control requests skip FastAPI routing (same behaviour, documented route).
-    fast_path: bool = True
     compiled: bool = Field(
         True,
         description="run the hot path compiled with mypyc when build/native matches the sources"
@@ -199,3 +208,28 @@ class Settings(BaseSettings):
                 "lower the first or raise the second"
             )
         return self
+
+
+BAD_SETTINGS = 2  # the exit status of a configuration error, as for a bad command line
+
+
+def describe(err: ErrorDetails) -> str:
+    """One line for one invalid setting: `invalid setting LB_X='value': why`."""
+    reason = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a rule across fields: its message names them
+        return f"invalid settings: {reason}"
+    name = "_".join(str(part) for part in err["loc"]).upper()
+    name = name if name.startswith("LB_") else f"LB_{name}"  # aliases are full names already
+    return f"invalid setting {name}={quote(err.get('input'), limit=256)}: {reason}"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value exits with one line per problem, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [describe(err) for err in exc.errors()]
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        lines = [f"invalid settings: {exc}"]
+    sys.stderr.write("".join(line + "\n" for line in lines))
+    raise SystemExit(BAD_SETTINGS)

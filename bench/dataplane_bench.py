@@ -31,11 +31,12 @@ import uvloop
 from app import native
 from app.control.routing import RoutingTable
 from app.dataplane.exchange import DataPlane
+from app.dataplane.front import Front, FrontLimits
 from app.dataplane.keys import make_key_extractor
-from app.dataplane.server import ClientConnection, Front, FrontLimits
-from app.dataplane.upstream import UpstreamPool
-from app.dataplane.upstream_stream import StreamConnection
+from app.dataplane.server import ClientConnection
 from app.ring.registry import make_strategy
+from app.upstream.connection import StreamConnection
+from app.upstream.pool import UpstreamPool
 from bench.report import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +89,7 @@ class Routing:
         for pool in pools.values():
             conn = StreamConnection(pool, loop)
             conn.connection_made(cast(Any, StandInTransport()))
-            pool._release_stream(conn)
+            pool.release(conn)
         self.table = RoutingTable(make_strategy("rendezvous", 100).build(names), pools)
 
     def report_failure(self, name: str, reason: str) -> None:
@@ -98,7 +99,6 @@ class Routing:
 def proxy_round(loop: uvloop.Loop) -> tuple[Callable[[int], None], StandInTransport]:
     """One client connection through the real data plane; returns a round (request + answer)."""
     plane = DataPlane(Routing(loop), make_key_extractor("query", "id"))
-    app = SimpleNamespace(is_reserved=lambda path: False, data_plane=plane, max_control_body_bytes=65536)
     limits = FrontLimits(
         header_timeout=10.0,
         keep_alive_timeout=5.0,
@@ -107,8 +107,10 @@ def proxy_round(loop: uvloop.Loop) -> tuple[Callable[[int], None], StandInTransp
         max_header_bytes=16384,
         max_connections=100,
         max_body_bytes=10 << 20,
+        max_control_body_bytes=65536,
     )
-    front = Front(cast(Any, app), limits)
+    front = Front(limits, lambda path: False)
+    front.data_plane = plane
     state = SimpleNamespace(connections=set(), total_requests=0)
     client = ClientConnection(cast(Any, None), cast(Any, state), {}, loop, front=front)
     transport = StandInTransport()

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import uvloop
 
-from app.dataplane.upstream import UpstreamPool
+from app.upstream.pool import UpstreamPool
 from bench.report import publish
 
 ROOT = Path(__file__).resolve().parent.parent

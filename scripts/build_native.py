@@ -8,6 +8,7 @@ half a build. Exit status 0 even then: the LB runs interpreted, only slower, and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import sys
@@ -22,8 +23,24 @@ os.environ["LB_COMPILED"] = "false"  # import app.native without loading a previ
 from app import native  # noqa: E402  (needs the path and the variable above)
 
 
+def snapshot(target: Path) -> dict[str, str]:
+    """Copy the sources into `target` (what is compiled) and return each module's sha256 there.
+
+    An edit made while mypyc runs (minutes on a busy machine) must not end in a build whose manifest
+    describes other bytes than it compiled: the build reads the copy, the manifest hashes the copy.
+    """
+    shutil.copytree(ROOT / "app", target / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", target / "pyproject.toml")  # mypy's configuration
+    digests = {}
+    for name in native.MODULES:
+        source = target / native.source_path(name).relative_to(ROOT)
+        digests[name] = hashlib.sha256(source.read_bytes()).hexdigest()
+    return digests
+
+
 def build(target: Path) -> dict[str, str]:
-    """Compile into `target`; return each extension module's file, relative to `target`."""
+    """Compile the sources in the working directory into `target`; return each extension module's file,
+    relative to `target`."""
     from mypyc.build import mypycify
     from setuptools import Distribution
 
@@ -52,15 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"build_native: compiling {len(native.MODULES)} modules with mypyc ({reason})", flush=True)
     started = time.monotonic()
-    os.chdir(ROOT)  # mypyc names modules after their paths
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="native-", dir=build_dir.parent))
+    sources = staging / "src"
     try:
-        native.write_manifest(staging, build(staging))
+        digests = snapshot(sources)
+        os.chdir(sources)  # mypyc names modules after their paths
+        native.write_manifest(staging, build(staging), digests)
+        shutil.rmtree(sources)
     except Exception as exc:  # a missing compiler or header: run interpreted, say so
         shutil.rmtree(staging, ignore_errors=True)
         print(f"build_native: FAILED, the LB will run the Python source: {exc!r}", file=sys.stderr)
         return 0
+    finally:
+        os.chdir(ROOT)
     shutil.rmtree(build_dir, ignore_errors=True)
     staging.rename(build_dir)
     print(f"build_native: done in {time.monotonic() - started:.0f} s")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.control.lifecycle import Prober, Replica
-from app.dataplane.upstream import UpstreamError
 from app.settings import Settings
+from app.upstream.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 

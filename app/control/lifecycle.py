@@ -3,7 +3,7 @@ changes a member.
 
 Everyone else reports and the owner decides (HAProxy's server states, a Kubernetes controller's one
 reconcile per object): the health monitor reports probe results, the runtime reports an exit, the proxy
-reports a refused connection, and the pool asks for a start or a removal. A start, a back-off or a
+reports a refused connection, and the membership asks for a start or a removal. A start, a back-off or a
 replacement in flight is one task the owner holds and cancels on removal or shutdown.
 
     starting --healthy--> up --fall / refused--> down --rise--> up
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic
 
-from app.control.events import log_event
-from app.dataplane.upstream import UpstreamPool
+from app.control.lifecycle_log import log_event
 from app.errors import LoadBalancerError, ReplicaStartError
 from app.runtimes.base import HandleT, Runtime
 from app.settings import Settings
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ DrainWaiter = Callable[[str, float], Awaitable[int]]
 
 
 class Hooks:
-    """What a member tells the pool that owns it; the pool fills these in."""
+    """What a member tells the membership that owns it; the membership fills these in."""
 
     # Set when other processes proxy too: a removed member waits for their requests as well.
     drain_waiter: DrainWaiter | None = None
@@ -166,7 +166,7 @@ class Replica(Generic[HandleT]):
         if was_up != (state is State.UP):
             self._hooks.routing_changed(self)
 
-    # ----- requests from the pool ----------------------------------------------------------------
+    # ----- requests from the membership ----------------------------------------------------------
     async def boot(self, adopted: HandleT | None = None) -> None:
         """First start at LB boot: one try now; a failure backs off and retries in the background."""
         if adopted is not None:
@@ -331,7 +331,7 @@ class Replica(Generic[HandleT]):
     async def _start_and_wait(self) -> None:
         if self.handle is None or self._runtime.exited(self.handle):
             await self._stop_instance()
-            self._enter(State.STARTING, "spawning", backend=self._runtime.kind)
+            self._enter(State.STARTING, "spawning", runtime=self._runtime.kind)
             self._attach(await self._start_instance())
         else:
             self.state = State.STARTING  # adopted: it may be serving already; logged as "adopted"

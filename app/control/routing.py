@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from app.dataplane.upstream import UpstreamPool
 from app.ring.base import HashStrategy, Ring
+from app.upstream.pool import UpstreamPool
 
 
 @dataclass(frozen=True, slots=True)

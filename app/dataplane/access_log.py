@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from app.logfmt import logfmt
 
 if TYPE_CHECKING:
-    from app.dataplane.server import Exchange
+    from app.dataplane.seams import Exchange
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The LB's own paths (/add, /rep, /docs, the vote page, ...) through ASGI into the FastAPI app.
 
-Only reserved paths come here (and everything when the fast path is off), so this favours being small
+Only reserved paths come here (proxied ones never do), so this favours being small
 and correct over being fast: the request body is read whole (bounded by LB_MAX_BODY_BYTES) before the
 app sees it, and the response is written as the app sends it, waiting while the client is slow.
 """
@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.dataplane.http1 import NO_BODY_STATUSES, RequestHead, encode_chunk, status_line
-from app.dataplane.limits import too_large
-from app.dataplane.replies import failure_body
-
-if TYPE_CHECKING:
-    from app.dataplane.server import ClientConnection
+from app.dataplane.replies import failure_body, too_large
+from app.dataplane.seams import AsgiClientSide
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +27,7 @@ class AsgiExchange:
     began = 0.0  # perf_counter() at the head, set only when the access log is on
     logged = False
 
-    def __init__(self, client: ClientConnection, head: RequestHead, max_body_bytes: int) -> None:
+    def __init__(self, client: AsgiClientSide, head: RequestHead, max_body_bytes: int) -> None:
         self._client = client
         self._limit = max_body_bytes  # the control limit on the LB's own paths, else the proxy's
         self.head = head
@@ -93,6 +90,11 @@ class AsgiExchange:
 
     async def _run(self) -> None:
         client, head = self._client, self.head
+        # The body first, whole and bounded: a 413 holds whatever the route would answer (e.g. a 405).
+        await self._body_ready
+        if self._rejected:
+            self._reply_too_large()
+            return
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,

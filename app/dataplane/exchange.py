@@ -11,17 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from app.control.routing import RoutingTable
+from app.dataplane import retry
 from app.dataplane.balance import pick_bounded
-from app.dataplane.errors import (
-    StaleConnectionError,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamResetError,
-    UpstreamTimeout,
-)
 from app.dataplane.http1 import (
     CONTINUE,
     NO_BODY_STATUSES,
@@ -31,15 +25,12 @@ from app.dataplane.http1 import (
     status_line,
 )
 from app.dataplane.keys import KeyExtractor, random_key
-from app.dataplane.limits import too_large
-from app.dataplane.replies import failure_body
-from app.dataplane.upstream import IDEMPOTENT_METHODS, UpstreamPool
-from app.dataplane.upstream_stream import StreamConnection
+from app.dataplane.replies import failure_body, too_large
+from app.dataplane.seams import ClientSide, UpstreamSide
 from app.errors import NoReplicasError, quote
 from app.metrics import Stats
-
-if TYPE_CHECKING:
-    from app.dataplane.server import ClientConnection
+from app.upstream.errors import UpstreamConnectError, UpstreamError, UpstreamResetError
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +43,7 @@ BUFFER_LIMIT = 64 * 1024
 
 
 class RoutingSource(Protocol):
-    """Where routing comes from: the ReplicaPool itself, or a worker's copy of its table."""
+    """Where routing comes from: the membership itself, or a worker's copy of its table."""
 
     @property
     def table(self) -> RoutingTable: ...
@@ -60,11 +51,11 @@ class RoutingSource(Protocol):
 
 
 class DataPlane:
-    """What every proxied exchange shares: the pool, key extraction, retry policy, limits."""
+    """What every proxied exchange shares: routing, key extraction, retry limit, body limit, counters."""
 
     def __init__(
         self,
-        pool: RoutingSource,
+        routing: RoutingSource,
         extract_key: KeyExtractor,
         *,
         max_tries: int = 3,
@@ -74,7 +65,7 @@ class DataPlane:
         stats: Stats | None = None,
         balance_factor: float | None = None,
     ) -> None:
-        self.pool = pool
+        self.routing = routing
         self.stats = stats or Stats()  # per-replica counters (this process's; /metrics reads the owner's)
         self.balance_factor = balance_factor  # None: plain consistent hashing
         self.translate_404 = translate_404  # a replica's 404 becomes the contract's 400 (not the LB's own)
@@ -104,12 +95,12 @@ class ProxyExchange:
         "_conn",
         "_done",
         "_key",
-        "_log",
-        "_logged",
         "_name",
         "_out",
         "_plane",
         "_received",
+        "_replay",
+        "_replay_size",
         "_request_head",
         "_sent_at",
         "_sent_any",
@@ -129,7 +120,7 @@ class ProxyExchange:
         "status",
     )
 
-    def __init__(self, plane: DataPlane, client: ClientConnection, head: RequestHead) -> None:
+    def __init__(self, plane: DataPlane, client: ClientSide, head: RequestHead) -> None:
         self._plane = plane
         self._client = client
         self.head = head
@@ -142,12 +133,12 @@ class ProxyExchange:
         scope["client"] = client.peer
         self._key = plane.extract_key(scope) or random_key()
         self._request_head = b""
-        self._log: list[bytes] | None = []
-        self._logged = 0
+        self._replay: list[bytes] | None = []  # the body as sent, for another try (None: too large to keep)
+        self._replay_size = 0
         self._unsent: list[bytes] = []
         self._unsent_size = 0
         self._received = 0
-        self._conn: StreamConnection | None = None
+        self._conn: UpstreamSide | None = None
         self._upstream: UpstreamPool | None = None
         self._name = ""
         self._tried: tuple[str, ...] = ()  # replicas tried, in order (a tuple: cheaper than a set for 1-3)
@@ -187,7 +178,7 @@ class ProxyExchange:
     def _route(self) -> None:
         self._waiting_body = False
         plane = self._plane
-        table = plane.pool.table
+        table = plane.routing.table
         try:
             name = table.ring.lookup(self._key)
         except NoReplicasError:  # nothing is UP right now
@@ -326,7 +317,7 @@ class ProxyExchange:
         self._done = True
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
-            upstream.in_flight -= 1
+            upstream.leave()
         if self._client.paused:
             self._unpause_client()
         self._client.finish(self)  # answered early? the parser reads (and drops) the rest of the body
@@ -350,6 +341,13 @@ class ProxyExchange:
 
     def on_upgraded(self, header_lines: list[bytes], upgrade: bytes, leftover: bytes) -> None:
         """The replica switched protocols: pass the 101 on, then bytes flow both ways."""
+        if not self.head.upgrade:
+            # Unasked: a tunnel would hand the client's next requests to this replica unparsed.
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.unbind()
+            self.on_upstream_error(UpstreamResetError(f"Replica '{self._name}' switched protocols unasked"))
+            return
         self._started = True
         self.status = 101
         self._plane.stats.replica(self._name).observe(101, perf_counter() - self._sent_at)
@@ -383,8 +381,8 @@ class ProxyExchange:
         if self._upstream is not None:
             self._leave()
         self._upstream = upstream
-        upstream.in_flight += 1
-        conn = upstream.take_stream()
+        upstream.enter()
+        conn = upstream.take() if retry.may_reuse(self.head.method) else None
         if conn is not None:
             self._bind(conn)
         else:
@@ -392,7 +390,7 @@ class ProxyExchange:
 
     async def _connect(self, upstream: UpstreamPool) -> None:
         try:
-            conn = await upstream.connect_stream()
+            conn = await upstream.connect()
         except UpstreamConnectError as exc:
             if not self._done and self._upstream is upstream:
                 self._failed(exc)
@@ -402,8 +400,8 @@ class ProxyExchange:
             return
         self._bind(conn)
 
-    def _bind(self, conn: StreamConnection) -> None:
-        if self._sent_any and self._log is None:
+    def _bind(self, conn: UpstreamSide) -> None:
+        if not retry.may_resend(self._sent_any, self._replay is not None):
             # The body was too large to keep and part of it went to a replica that failed.
             self._reply(502, failure_body(f"Replica '{self._name}' closed the connection mid-request"))
             conn.close()
@@ -412,7 +410,7 @@ class ProxyExchange:
         conn.bind(self, self.head.method == b"HEAD")
         if not self._request_head:
             self._request_head = encode_upstream_head(self.head, self._client.ip)
-        body = self._log if self._sent_any and self._log is not None else self._unsent
+        body = self._replay if self._sent_any and self._replay is not None else self._unsent
         if body:
             conn.write(self._request_head + b"".join(body))
             self._unsent = []
@@ -428,13 +426,13 @@ class ProxyExchange:
             client.resume_reading("body")
 
     def _forward_body(self, framed: bytes) -> None:
-        log = self._log
-        if log is not None:
-            self._logged += len(framed)
-            if self._logged > REPLAY_LIMIT:
-                self._log = None
+        replay = self._replay
+        if replay is not None:
+            self._replay_size += len(framed)
+            if self._replay_size > REPLAY_LIMIT:
+                self._replay = None
             else:
-                log.append(framed)
+                replay.append(framed)
         conn = self._conn
         if conn is not None:
             conn.write(framed)
@@ -445,52 +443,37 @@ class ProxyExchange:
             self._client.pause_reading("body")
 
     def _failed(self, exc: UpstreamError) -> None:
-        """Port of the buffered proxy's retry policy to callbacks."""
+        """A try failed before the response started: app.dataplane.retry says what comes next."""
         failed, method, plane = self._name, self.head.method, self._plane
         upstream = self._upstream
         self._leave()
-        if not (isinstance(exc, StaleConnectionError) and method in IDEMPOTENT_METHODS):
-            plane.stats.replica(failed).errors += 1  # (a stale idle connection is retried unseen)
-        if isinstance(exc, UpstreamTimeout):
+        if retry.counts_as_error(exc, method):
+            plane.stats.replica(failed).errors += 1
+        step = retry.after_failure(exc, method)
+        if step == retry.TIMED_OUT:
             self._reply(504, failure_body(f"Replica '{failed}' did not answer in time"))
             return
-        if isinstance(exc, StaleConnectionError) and upstream is not None:
-            if method in IDEMPOTENT_METHODS:
-                # The replica closed an idle connection as we reused it: once more, on a fresh one.
-                self._upstream = upstream
-                upstream.in_flight += 1
-                plane.spawn(self._connect(upstream))
-            else:
-                plane.spawn(self._after_stale(upstream, exc))
-            return
-        if isinstance(exc, UpstreamResetError) and method not in IDEMPOTENT_METHODS:
+        if step == retry.NOT_TWICE:
             # It may have been processed: repeating a POST elsewhere could apply it twice.
             self._reply(502, failure_body(f"Replica '{failed}' closed the connection mid-request"))
             return
-        if isinstance(exc, UpstreamConnectError):
+        if upstream is not None and step == retry.SAME_AGAIN:
+            # The replica closed an idle connection as we reused it: once more, on a fresh one.
+            self._upstream = upstream
+            upstream.enter()
+            plane.spawn(self._connect(upstream))
+            return
+        if step == retry.NEXT_AND_REPORT:
             # Refused: the replica is gone. (A reset may be one bad request, so it only retries.)
-            plane.pool.report_failure(failed, "connection refused")
+            plane.routing.report_failure(failed, "connection refused")
         logger.info("request to %s failed (%s); trying the next replica", failed, exc)
-        table = plane.pool.table
-        candidate = None
-        if len(self._tried) < plane.max_tries:
-            try:
-                candidate = next((n for n in table.ring.successors(self._key) if n not in self._tried), None)
-            except NoReplicasError:
-                candidate = None
+        table = plane.routing.table
+        candidate = retry.next_replica(table.ring, self._key, self._tried, plane.max_tries)
         if candidate is None or candidate not in table.upstreams:
             self._reply(503, plane.none_answered)
             return
         plane.stats.replica(failed).retries += 1
         self._try(table.upstreams[candidate], candidate)
-
-    async def _after_stale(self, upstream: UpstreamPool, exc: StaleConnectionError) -> None:
-        # A reused connection died without a byte of answer and the replica now refuses
-        # connections: it is gone (e.g. killed while the connection was idle), so try the next one.
-        refused = await upstream.refuses()
-        if self._done:
-            return
-        self._failed(UpstreamConnectError(str(exc)) if refused else UpstreamResetError(str(exc)))
 
     def _reply(self, status: int, body: bytes, *, close: bool = False) -> None:
         """Answer with an error of our own (nothing went to the client yet)."""
@@ -522,4 +505,4 @@ class ProxyExchange:
     def _leave(self) -> None:
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
-            upstream.in_flight -= 1
+            upstream.leave()

@@ -1,32 +1,39 @@
-"""Send non-control requests straight to the proxy, before FastAPI's middleware and routing.
+"""What every client connection of one LB process shares: limits, the reserved paths, the data plane.
 
-FastAPI's per-request routing costs more than nginx's whole request (a profile under `make bench`), so
-only reserved paths (the LB's own routes, derived from the app) go through it. The catch-all route
-stays registered, so /docs documents the proxy and the behaviour is identical with this off.
+Every process of the LB serves its port through this: `python -m app` (app.launch) and each worker build
+one Front and hand `make_config(app, front, ...)` (app.dataplane.server) to uvicorn, so every proxied
+request goes through the same exchange.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.dataplane.limits import limit_body
+from app.dataplane.http1 import error_response
+from app.dataplane.replies import failure_body
 
 if TYPE_CHECKING:
+    from app.dataplane.access_log import AccessLog
     from app.dataplane.exchange import DataPlane
+    from app.settings import Settings
 
 CATCH_ALL = "/{path:path}"
-DEFAULT_CONTROL_BODY_BYTES = 64 * 1024
 
 
 class ReservedPaths:
     """Paths the LB serves itself: exact routes plus mount prefixes (e.g. /static/)."""
 
-    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+    def __init__(self, exact: Iterable[str], prefixes: Iterable[str] = ()) -> None:
+        self.exact = frozenset(exact)
+        self.prefixes = tuple(prefixes)
+
+    @classmethod
+    def of_routes(cls, routes: Iterable[BaseRoute]) -> ReservedPaths:
+        """The paths of an app's routes, the catch-all proxy route excepted."""
         exact: set[str] = set()
         prefixes: list[str] = []
         for route in routes:
@@ -34,8 +41,7 @@ class ReservedPaths:
                 prefixes.append(route.path.rstrip("/") + "/")
             elif isinstance(path := getattr(route, "path", None), str) and path != CATCH_ALL:
                 exact.add(path)  # Route, APIRoute, WebSocketRoute: anything with a path
-        self.exact = frozenset(exact)
-        self.prefixes = tuple(prefixes)
+        return cls(exact, prefixes)
 
     def __call__(self, path: str) -> bool:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
@@ -44,28 +50,47 @@ class ReservedPaths:
         return iter(sorted(self.exact) + [p + "*" for p in self.prefixes])
 
 
-class LoadBalancerApp(FastAPI):
-    """FastAPI with a fast path in front: proxied paths skip the middleware stack and routing entirely.
+@dataclass(frozen=True, slots=True)
+class FrontLimits:
+    """Client-side limits: each field is the LB_* setting of the same name (defaults live there)."""
 
-    Overriding __call__ (rather than adding middleware) keeps the data path one Python call away from
-    uvicorn: Starlette's ServerErrorMiddleware would otherwise wrap every `send`.
-    """
+    header_timeout: float
+    keep_alive_timeout: float
+    body_timeout: float
+    send_timeout: float
+    max_header_bytes: int
+    max_connections: int
+    max_body_bytes: int
+    max_control_body_bytes: int
 
-    fast_proxy: ASGIApp | None = None  # set by the lifespan when the fast path is enabled
-    data_plane: DataPlane | None = None  # the same, for the protocol-level server (app.dataplane.server)
-    is_reserved: Callable[[str], bool] = staticmethod(lambda path: True)
-    max_control_body_bytes = DEFAULT_CONTROL_BODY_BYTES  # bodies to the LB's own paths (/add, /api/vote)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FrontLimits:
+        """The client side's view of the settings."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            if not self.is_reserved(scope["path"]):
-                proxy = self.fast_proxy
-                if proxy is not None:
-                    await proxy(scope, receive, send)
-                    return
-            else:  # the proxy limits its own bodies; the LB's paths get the (much smaller) control limit
-                limited = await limit_body(scope, receive, send, self.max_control_body_bytes)
-                if limited is None:
-                    return
-                receive = limited
-        await super().__call__(scope, receive, send)
+
+class Front:
+    """The limits, who serves which path, and the canned answers every client connection shares."""
+
+    def __init__(
+        self,
+        limits: FrontLimits,
+        is_reserved: Callable[[str], bool],
+        *,
+        owner: DataPlane | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.limits = limits
+        self.is_reserved = is_reserved  # the LB's own paths: to its app (or, in a worker, to the owner)
+        # Proxied paths: set once the replicas are up (the lifespan, or a worker's first routing table).
+        self.data_plane: DataPlane | None = None
+        self.owner = owner  # in a worker process: the LB's own paths are proxied to the owner process
+        self.access_log = access_log  # None: no line per request (LB_ACCESS_LOG=false)
+        # The owner's private port, where workers forward the LB's own paths: they log those requests
+        # (with the real client), so the owner does not log them a second time.
+        self.unlogged_port: int | None = None
+        self.too_many = error_response(503, failure_body("Too many connections"), close=True)
+        self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
+        self.body_timeout = error_response(408, failure_body("Request body timeout"), close=True)
+        self.malformed = error_response(400, failure_body("Malformed HTTP request"), close=True)
+        self.header_too_large = error_response(431, failure_body("Request header too large"), close=True)

@@ -4,25 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) plus content-length: each hop frames its own body.
-HOP_BY_HOP_HEADERS = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"content-length",
-    )
-)
-# Not forwarded in a request; Expect: 100-continue is answered by the LB itself.
-REQUEST_HOP_BY_HOP = HOP_BY_HOP_HEADERS | {b"expect"}
-# Not forwarded in a response: its framing is re-decided for the client (content-length is read apart).
-RESPONSE_HOP_BY_HOP = HOP_BY_HOP_HEADERS - {b"content-length"}
-# Methods whose requests carry a body by definition, so they always announce its length (even 0).
-BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+from app.upstream.headers import BODY_METHODS, REQUEST_HOP_BY_HOP
+
 NO_BODY_STATUSES = frozenset((204, 304))
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 

@@ -38,9 +38,10 @@ from typing import Any
 
 from app.control.membership import Membership
 from app.control.routing import RoutingTable
+from app.dataplane.front import ReservedPaths
 from app.exits import watch_exit
+from app.lifeline import die_with_parent
 from app.metrics import WorkerStats
-from replica_service.lifeline import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class WorkerHub:
         *,
         port: int | None = None,
         backoff: Callable[[int], float],
+        reserved: ReservedPaths | None = None,
         command: Sequence[str] = WORKER_COMMAND,
     ) -> None:
         self.pool = pool
@@ -123,6 +125,8 @@ class WorkerHub:
         self.count = count
         self.owner_address = owner_address
         self.backoff = backoff  # quick exits in a row -> seconds before the next start
+        # The LB's own paths, which workers forward to the owner: the owner's app decides what they are.
+        self.reserved = reserved or ReservedPaths(())
         self.command = list(command)
         self.stats = WorkerStats()
         self.workers = [WorkerProcess(index) for index in range(1, count)]
@@ -250,6 +254,7 @@ class WorkerHub:
                 writer.write(message)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(encode_message(("paths", sorted(self.reserved.exact), list(self.reserved.prefixes))))
         writer.write(table_message(self.pool.table, self._version))
         link = self._links[writer] = WorkerLink()
         pid: int | None = None  # the worker on this connection, once it sent its counters

@@ -16,25 +16,22 @@ import logging
 import sys
 import termios
 from collections import deque
-from dataclasses import dataclass, fields
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import unquote
 
+import uvicorn
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
-from app.dataplane.access_log import AccessLog
 from app.dataplane.asgi_bridge import AsgiExchange
-from app.dataplane.exchange import DataPlane, ProxyExchange
+from app.dataplane.exchange import ProxyExchange
+from app.dataplane.front import Front
 from app.dataplane.http1 import RequestHead, error_response
-from app.dataplane.replies import failure_body
+from app.dataplane.seams import Exchange, Tunnel
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
-
-    from app.dataplane.front import LoadBalancerApp
-    from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,74 +41,6 @@ _SEGMENT_SLACK = 64 * 1024
 # Lingering close: how long and how much of an unwanted request body we read before closing.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
-
-
-class Exchange(Protocol):
-    """One request on a client connection (proxied or served by the app)."""
-
-    head: RequestHead
-    body_done: bool
-    leftover: bytes
-    status: int  # what the client gets (0 until decided)
-    began: float  # perf_counter() at the head, when the access log is on
-    logged: bool  # its access-log line is written
-
-    @property
-    def started(self) -> bool: ...
-    @property
-    def upstream(self) -> str: ...
-    def start(self) -> None: ...
-    def on_request_body(self, data: bytes) -> None: ...
-    def on_request_end(self) -> None: ...
-    def on_client_writable(self, writable: bool) -> None: ...
-    def on_client_lost(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class FrontLimits:
-    """Client-side limits: each field is the LB_* setting of the same name (defaults live there)."""
-
-    header_timeout: float
-    keep_alive_timeout: float
-    body_timeout: float
-    send_timeout: float
-    max_header_bytes: int
-    max_connections: int
-    max_body_bytes: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FrontLimits:
-        """The client side's view of the settings."""
-        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
-
-
-class Front:
-    """What every client connection shares: the app, its data plane once started, the limits."""
-
-    def __init__(
-        self,
-        app: LoadBalancerApp,
-        limits: FrontLimits,
-        owner: DataPlane | None = None,
-        access_log: AccessLog | None = None,
-    ) -> None:
-        self.app = app
-        self.limits = limits
-        self.owner = owner  # in a worker process: the LB's own paths are proxied to the owner process
-        self.access_log = access_log  # None: no line per request (LB_ACCESS_LOG=false)
-        # The owner's private port, where workers forward the LB's own paths: they log those requests
-        # (with the real client), so the owner does not log them a second time.
-        self.unlogged_port: int | None = None
-        self.is_reserved = app.is_reserved
-        self.too_many = error_response(503, failure_body("Too many connections"), close=True)
-        self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
-        self.body_timeout = error_response(408, failure_body("Request body timeout"), close=True)
-        self.malformed = error_response(400, failure_body("Malformed HTTP request"), close=True)
-        self.header_too_large = error_response(431, failure_body("Request header too large"), close=True)
-
-    def protocol(self, **kwargs: Any) -> ClientConnection:
-        """The factory uvicorn calls per connection (pass `http=front.protocol`)."""
-        return ClientConnection(front=self, **kwargs)
 
 
 class ClientConnection:
@@ -149,7 +78,7 @@ class ClientConnection:
         self._active: Exchange | None = None
         self._queue: deque[Exchange] = deque()
         self._current: Exchange | None = None
-        self._tunnel: ProxyExchange | None = None
+        self._tunnel: Tunnel | None = None
         self._upgrading: Exchange | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -346,13 +275,13 @@ class ClientConnection:
         exchange: Exchange
         if method == b"CONNECT" or front.is_reserved(path):
             if front.owner is None:
-                exchange = AsgiExchange(self, head, front.app.max_control_body_bytes)
+                exchange = AsgiExchange(self, head, self.limits.max_control_body_bytes)
             else:
                 exchange = ProxyExchange(front.owner, self, head)
-        elif (plane := front.app.data_plane) is not None:
+        elif (plane := front.data_plane) is not None:
             exchange = ProxyExchange(plane, self, head)
-        else:
-            exchange = AsgiExchange(self, head, self.limits.max_body_bytes)
+        else:  # before the lifespan set the data plane (uvicorn listens only after it): the app says so
+            exchange = AsgiExchange(self, head, self.limits.max_control_body_bytes)
         if self.access_log is not None:
             exchange.began = perf_counter()
         self._current = exchange
@@ -420,7 +349,7 @@ class ClientConnection:
                 deadline = now + self.limits.keep_alive_timeout
                 self._idle_timer = self.loop.call_at(deadline, self._on_idle_timeout)
 
-    def start_tunnel(self, exchange: ProxyExchange) -> None:
+    def start_tunnel(self, exchange: Tunnel) -> None:
         """After a 101: client bytes go to the replica as they come, no more HTTP parsing."""
         self._tunnel = exchange  # its access-log line is written when it ends
         self._cancel_timers()
@@ -584,3 +513,34 @@ class ClientConnection:
             if timer is not None:
                 timer.cancel()
         self._header_timer = self._idle_timer = self._body_timer = None
+
+
+def make_config(
+    app: Any,
+    front: Front,
+    *,
+    lifespan: Literal["on", "off"],
+    access_log: bool,
+    loop: Literal["none", "uvloop"] = "none",
+) -> uvicorn.Config:
+    """The uvicorn config every LB process uses: this module's protocol, no per-request extras.
+
+    uvicorn only accepts connections and runs the lifespan here: every request is parsed by
+    ClientConnection, proxied ones never become ASGI.
+    """
+
+    def protocol(**kwargs: Any) -> ClientConnection:
+        return ClientConnection(front=front, **kwargs)
+
+    return uvicorn.Config(
+        app,
+        loop=loop,  # "none": the caller runs uvloop itself
+        http=protocol,  # type: ignore[arg-type]  # uvicorn types it as one of its own protocol classes
+        lifespan=lifespan,
+        log_config=None,
+        access_log=access_log,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -17,7 +17,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -25,17 +25,17 @@ import uvloop
 from app.control.routing import RoutingTable
 from app.dataplane.access_log import make_access_log
 from app.dataplane.exchange import DataPlane
-from app.dataplane.front import LoadBalancerApp
+from app.dataplane.front import Front, FrontLimits, ReservedPaths
 from app.dataplane.heap import settle_heap
 from app.dataplane.hub import DRAIN_POLL, encode_message, read_message
 from app.dataplane.keys import make_key_extractor
-from app.dataplane.server import Front, FrontLimits
-from app.dataplane.upstream import UpstreamPool
-from app.main import create_app
+from app.dataplane.replies import failure_body
+from app.dataplane.server import make_config
 from app.metrics import Stats
 from app.ring import Ring
 from app.ring.registry import make_strategy
-from app.settings import Settings
+from app.settings import Settings, load_settings
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,9 @@ class RemoteRouting:
     async def follow(self, reader: asyncio.StreamReader) -> None:
         """Swap in every table the owner pushes, until the connection ends (IncompleteReadError)."""
         while True:
-            kind, version, ring, members = await read_message(reader)
-            if kind == "table":
+            message = await read_message(reader)
+            if message[0] == "table":
+                _, version, ring, members = message
                 await self.swap(version, ring, members)
 
     async def swap(self, version: int, ring: Ring, members: list[tuple[str, str]]) -> None:
@@ -156,27 +157,12 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_config(
-    app: Any,
-    front: Front,
-    settings: Settings,
-    *,
-    lifespan: Literal["on", "off"],
-    loop: Literal["none", "uvloop"] = "none",
-) -> uvicorn.Config:
-    """The uvicorn config every LB process uses: our Protocol, no per-request extras."""
-    return uvicorn.Config(
-        app,
-        loop=loop,  # "none": the caller runs uvloop itself
-        http=front.protocol,  # type: ignore[arg-type]  # our Protocol: proxied requests never become ASGI
-        lifespan=lifespan,
-        log_config=None,
-        access_log=settings.access_log,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=5,
-    )
+async def no_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A worker serves no ASGI app: its proxied paths have a data plane and its own paths go to the owner."""
+    body = failure_body("Not served here: a worker proxies every path")
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def serve(settings: Settings, control: str, owner: str) -> None:
@@ -184,13 +170,12 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     owner_pid = os.getppid()
     reader, writer = await asyncio.open_unix_connection(control)
     routing = RemoteRouting(settings, writer)
+    _, exact, prefixes = await read_message(reader)  # the owner's own paths, forwarded to it
     _, version, ring, members = await read_message(reader)
     await routing.swap(version, ring, members)
-    app = create_app(settings)  # for its route list only: its lifespan (replicas, probes) never runs here
-    assert isinstance(app, LoadBalancerApp)
     extract_key = make_key_extractor(settings.key_source, settings.key_name)
     stats = Stats()  # this worker's counters; the owner adds them to its own in /metrics and /status
-    app.data_plane = DataPlane(
+    plane = DataPlane(
         routing,
         extract_key,
         max_tries=settings.max_tries,
@@ -207,8 +192,10 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
         names_replicas=False,
     )
     access_log = make_access_log(settings.access_log)
-    front = Front(app, FrontLimits.from_settings(settings), owner=owner_plane, access_log=access_log)
-    server = uvicorn.Server(make_config(app, front, settings, lifespan="off"))
+    reserved = ReservedPaths(exact, prefixes)
+    front = Front(FrontLimits.from_settings(settings), reserved, owner=owner_plane, access_log=access_log)
+    front.data_plane = plane
+    server = uvicorn.Server(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
     settle_heap()
 
     async def follow() -> None:
@@ -257,8 +244,6 @@ async def report_stats(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of a worker process."""
-    from app.__main__ import load_settings
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--control", required=True, help="the owner's unix socket")
     parser.add_argument("--owner", required=True, help="host:port of the owner's private listener")

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import Backend, natural
 from tests.conftest import echo_command
 from tests.contract import assert_failure
 from tests.lb_support import LBFactory, RunningLB
+from tests.runtimes import RuntimeUnderTest, natural
 
 ADD_TOO_MANY = "Length of hostname list is more than newly added instances"
 RM_TOO_MANY = "Length of hostname list is more than removable instances"
@@ -34,13 +34,13 @@ def membership(response: httpx.Response) -> list[str]:
     return names
 
 
-# ----- read-only rows on a shared LB, once per backend ---------------------------------------------
+# ----- read-only rows on a shared LB, once per runtime ---------------------------------------------
 
 
 def test_rep_lists_the_three_default_replicas(lb: RunningLB) -> None:
     response = lb.client.get("/rep")
     assert response.json() == {
-        "message": {"N": 3, "replicas": lb.backend.gen(1, 2, 3)},
+        "message": {"N": 3, "replicas": lb.runtime.gen(1, 2, 3)},
         "status": "successful",
     }
 
@@ -88,12 +88,12 @@ def test_reserved_paths_are_served_by_the_lb(lb: RunningLB) -> None:
     assert lb.client.get("/healthz").json() == {"status": "successful"}
     metrics = lb.client.get("/metrics").text
     assert "chlb_replicas_desired 3.0" in metrics
-    assert f'chlb_replica_up{{replica="{lb.backend.gen(1)[0]}"}} 1.0' in metrics
+    assert f'chlb_replica_up{{replica="{lb.runtime.gen(1)[0]}"}} 1.0' in metrics
     assert_failure(lb.client.get("/add"), 405)
     assert_failure(lb.client.post("/rep"), 405)
 
 
-# Names in these bodies: "@1" stands for the first generated name, "+S5" for a user name on this backend.
+# Names in these bodies: "@1" stands for the first generated name, "+S5" for a user name on this runtime.
 INVALID = [
     ("POST", "/add", {"n": 1, "hostnames": ["+S5", "+S4"]}, 400, ADD_TOO_MANY),
     ("DELETE", "/rm", {"n": 1, "hostnames": ["@1", "@2"]}, 400, RM_TOO_MANY),
@@ -119,9 +119,9 @@ def resolve_names(body: Any, lb: RunningLB) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("hostnames"), list):
         return body
     names = [
-        lb.backend.gen(int(h[1:]))[0]
+        lb.runtime.gen(int(h[1:]))[0]
         if h.startswith("@")
-        else lb.backend.host(h[1:])
+        else lb.runtime.host(h[1:])
         if h.startswith("+")
         else h
         for h in body["hostnames"]
@@ -143,39 +143,41 @@ def test_malformed_bodies_are_400(lb: RunningLB, raw: bytes) -> None:
     for method, path in (("POST", "/add"), ("DELETE", "/rm")):
         response = lb.client.request(method, path, content=raw, headers={"content-type": "application/json"})
         assert_failure(response, 400)
-    assert lb.replicas() == lb.backend.gen(1, 2, 3)
+    assert lb.replicas() == lb.runtime.gen(1, 2, 3)
 
 
-# ----- membership changes on their own LB, once per backend -------------------------------------------
+# ----- membership changes on their own LB, once per runtime -------------------------------------------
 
 
-def test_add_and_remove_follow_the_contract(lb_factory: LBFactory, backend: Backend, workers: str) -> None:
-    be = backend.fresh()
-    lb = lb_factory(workers=workers, **be.settings)
-    s4, s5 = be.host("S4"), be.host("S5")
+def test_add_and_remove_follow_the_contract(
+    lb_factory: LBFactory, runtime: RuntimeUnderTest, workers: str
+) -> None:
+    rt = runtime.fresh()
+    lb = lb_factory(workers=workers, **rt.settings)
+    s4, s5 = rt.host("S4"), rt.host("S5")
     names = membership(lb.client.post("/add", json={"n": 2, "hostnames": [s5, s4]}))
-    assert names == natural([s4, s5, *be.gen(1, 2, 3)])
+    assert names == natural([s4, s5, *rt.gen(1, 2, 3)])
     # the new replicas serve at once: some key reaches S5
     assert s5 in {lb.serving(str(k)) for k in range(200)}
     # names beyond the given ones are generated, unique, and fill the smallest free number
-    assert membership(lb.client.post("/add", json={"n": 1})) == natural([s4, s5, *be.gen(1, 2, 3, 4)])
+    assert membership(lb.client.post("/add", json={"n": 1})) == natural([s4, s5, *rt.gen(1, 2, 3, 4)])
     # rm: given names first, then the newest
     removed = membership(lb.client.request("DELETE", "/rm", json={"n": 2, "hostnames": [s5]}))
-    assert removed == natural([s4, *be.gen(1, 2, 3)])
-    assert membership(lb.client.request("DELETE", "/rm", json={"n": 1})) == be.gen(1, 2, 3)
+    assert removed == natural([s4, *rt.gen(1, 2, 3)])
+    assert membership(lb.client.request("DELETE", "/rm", json={"n": 1})) == rt.gen(1, 2, 3)
     # hostnames may be absent on /add too
-    assert membership(lb.client.post("/add", json={"n": 1})) == be.gen(1, 2, 3, 4)
+    assert membership(lb.client.post("/add", json={"n": 1})) == rt.gen(1, 2, 3, 4)
 
 
 def test_clearing_the_pool_then_503_then_names_are_reusable(
-    lb_factory: LBFactory, backend: Backend, workers: str
+    lb_factory: LBFactory, runtime: RuntimeUnderTest, workers: str
 ) -> None:
-    be = backend.fresh()
-    lb = lb_factory(replicas="2", workers=workers, **be.settings)
+    rt = runtime.fresh()
+    lb = lb_factory(replicas="2", workers=workers, **rt.settings)
     assert membership(lb.client.request("DELETE", "/rm", json={"n": 10, "hostnames": []})) == []
     body = assert_failure(lb.client.get("/home"), 503)
     assert "replica" in body["message"].lower()
-    names = [be.host(f"server{k}") for k in (1, 2, 3)]
+    names = [rt.host(f"server{k}") for k in (1, 2, 3)]
     assert membership(lb.client.post("/add", json={"n": 3, "hostnames": names})) == names
     assert {lb.serving(str(k)) for k in range(100)} == set(names)
     rm = {"n": 1, "hostnames": [names[1]]}
@@ -184,11 +186,11 @@ def test_clearing_the_pool_then_503_then_names_are_reusable(
 
 
 def test_removing_a_replica_moves_only_its_keys(
-    lb_factory: LBFactory, backend: Backend, workers: str
+    lb_factory: LBFactory, runtime: RuntimeUnderTest, workers: str
 ) -> None:
-    be = backend.fresh()
-    lb = lb_factory(replicas="4", workers=workers, **be.settings)
-    victim = be.gen(2)[0]
+    rt = runtime.fresh()
+    lb = lb_factory(replicas="4", workers=workers, **rt.settings)
+    victim = rt.gen(2)[0]
     keys = [str(k) for k in range(200)]
     before = {k: lb.serving(k) for k in keys}
     membership(lb.client.request("DELETE", "/rm", json={"n": 1, "hostnames": [victim]}))
@@ -274,13 +276,3 @@ def test_slow_replica_gives_504(echo_lb: RunningLB) -> None:
 def test_oversized_body_is_413(lb_factory: LBFactory, workers: str) -> None:
     lb = lb_factory(replicas="1", max_body_bytes="1000", workers=workers)
     assert_failure(lb.client.post("/home", content=b"x" * 2000), 413)
-
-
-def test_fast_path_off_behaves_the_same(lb_factory: LBFactory) -> None:
-    # One process only: worker processes always serve proxied paths at the protocol level.
-    lb = lb_factory(replicas="2", fast_path="false")
-    assert lb.client.get("/home", params={"id": "7"}).json()["message"].startswith("Hello from Server: ")
-    assert_failure(lb.client.get("/other"), 400, "'/other' endpoint does not exist in server replicas")
-    assert_failure(lb.client.get("/add"), 405)
-    assert membership(lb.client.get("/rep")) == ["Server 1", "Server 2"]
-    assert lb.client.head("/home", params={"id": "7"}).status_code == 200

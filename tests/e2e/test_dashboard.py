@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.__main__ import where_to_look
+from app.launch import where_to_look
 from tests.lb_support import ROOT, RunningLB
 from tests.vote_app import TestClient, make_app, make_settings
 

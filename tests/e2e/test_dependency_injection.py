@@ -6,12 +6,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from fastapi.testclient import TestClient
+from fastapi import FastAPI
 
 from app.api.deps import get_strategy
 from app.errors import NoReplicasError
-from app.main import create_app
 from app.settings import Settings
+from tests.inprocess_lb import serve_in_process
 
 
 class LastReplicaRing:
@@ -37,9 +37,12 @@ class LastReplica:
 
 
 def test_overridden_strategy_routes_every_key_and_shows_in_status(tmp_path: Path) -> None:
-    app = create_app(Settings(replicas=3, db_path=tmp_path / "v.db", heartbeat_interval=0.05, _env_file=None))
-    app.dependency_overrides[get_strategy] = LastReplica
-    with TestClient(app) as client:
+    settings = Settings(replicas=3, db_path=tmp_path / "v.db", heartbeat_interval=0.05, _env_file=None)
+
+    def override(app: FastAPI) -> None:
+        app.dependency_overrides[get_strategy] = LastReplica
+
+    with serve_in_process(settings, override) as client:
         served = {client.get("/home", params={"id": str(k)}).json()["message"] for k in range(30)}
         assert served == {"Hello from Server: Server 3"}
         assert client.get("/status").json()["strategy"] == "last-replica"

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
+from app.main import NOT_SERVED
 from tests.lb_support import ROOT, LBFactory, alive, descendants, replica_pids, wait_until
 from tests.ports import free_port
 
@@ -54,31 +54,17 @@ def test_removed_replica_process_is_stopped(lb_factory: LBFactory) -> None:
     wait_until(lambda: not alive(gone), timeout=5)
 
 
-def test_under_uvicorns_cli_a_stopped_lb_leaves_no_temporary_directory(tmp_path: Path) -> None:
-    # uvicorn's CLI ends the process with the SIGTERM that stopped it, skipping Python's exit handlers:
-    # multiprocessing's folder for the fork server is then removed by the fork server itself.
+def test_uvicorns_cli_is_refused_with_one_line_naming_the_launch_to_use(tmp_path: Path) -> None:
+    # uvicorn's CLI would serve proxied paths with its own protocol, without the data plane: no streaming,
+    # limits or WebSocket tunnel. It must not start (nor start replicas), and must say what to run instead.
     temp = tmp_path / "temp"
     temp.mkdir()
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
     env.update(TMPDIR=str(temp), LB_REPLICAS="1", LB_DB_PATH=str(tmp_path / "votes.sqlite3"))
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
-    with (tmp_path / "uvicorn.log").open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: serves(port), timeout=60, interval=0.05)
-        assert [p.name[:5] for p in temp.iterdir()] == ["pymp-"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == -signal.SIGTERM  # what uvicorn's CLI does
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    wait_until(lambda: list(temp.iterdir()) == [], timeout=5)
-
-
-def serves(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/rep", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(free_port())]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output  # uvicorn's status for a failed start-up
+    assert NOT_SERVED in output and "python -m app" in NOT_SERVED
+    assert "Traceback" not in output
+    assert list(temp.iterdir()) == []  # no fork server, so no replica, was started

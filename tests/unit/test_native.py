@@ -23,7 +23,7 @@ def fake_build(tmp_path: Path, **overrides: object) -> Path:
     for file in files.values():
         (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / file).write_bytes(b"")
-    native.write_manifest(tmp_path, files)
+    native.write_manifest(tmp_path, files, {name: native.source_digest(name) for name in native.MODULES})
     manifest = json.loads((tmp_path / native.MANIFEST).read_text())
     manifest.update(overrides)
     (tmp_path / native.MANIFEST).write_text(json.dumps(manifest))

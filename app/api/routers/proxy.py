@@ -1,32 +1,22 @@
-"""The catch-all proxy route: documents the data path in /docs and serves it when the fast path is off.
+"""The catch-all proxy route: documents the data path in /docs.
 
-Registered LAST. With the fast path on (default), FastPathMiddleware sends these requests to the proxy
-before FastAPI routing; the behaviour is the same either way.
+Registered LAST. Proxied paths never reach it when the LB serves: the data plane's protocol
+(app.dataplane.server) sends them to the replicas before any ASGI app runs. An app reached without that
+protocol (an ASGI test client) gets a 503 that says so.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import Failure
 from app.errors import quote
 
 router = APIRouter(tags=["proxy"])
 
+NOT_THROUGH_ASGI = "Proxied paths are served by the LB's own HTTP protocol (python -m app), not through ASGI"
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-
-
-class ProxiedResponse(Response):
-    """Hands the raw ASGI exchange to the proxy instead of rendering a body."""
-
-    def __init__(self, request: Request) -> None:
-        super().__init__()  # the attributes Starlette's wrappers read (background, headers, ...)
-        self._request = request
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._request.app.state.proxy(scope, receive, send)
 
 
 async def proxy(path: str, request: Request) -> Response:
@@ -38,7 +28,7 @@ async def proxy(path: str, request: Request) -> Response:
     if request.app.state.is_reserved(request.url.path):
         detail = f"Method {request.method} not allowed on {quote('/' + path)}"
         raise HTTPException(status_code=405, detail=detail)
-    return ProxiedResponse(request)
+    raise HTTPException(status_code=503, detail=NOT_THROUGH_ASGI)
 
 
 # One route per method, so each gets its own operation id in the OpenAPI document.

@@ -307,7 +307,6 @@ async def test_the_client_closing_a_tunnel_closes_the_replica() -> None:
     assert rig.replicas["a"].pool.idle_count == 0  # a tunnel's connection is never reused
 
 
-@pytest.mark.xfail(strict=True, reason="app bug: an unasked 101 is passed on and starts a tunnel")
 async def test_a_101_to_a_request_that_asked_for_no_upgrade_never_makes_a_tunnel() -> None:
     # RFC 9110 §15.2.2: a server switches only to a protocol the client listed in Upgrade. Passing an
     # unasked 101 on would turn the client's connection into raw bytes to this replica: its next

@@ -1,9 +1,9 @@
 """A streaming keep-alive connection to a replica: the response goes to a sink piece by piece.
 
-The buffered `UpstreamPool.request` holds a whole response before returning it; the protocol-level data
-plane instead binds a sink (one proxied exchange) to a connection and gets parser callbacks forwarded:
-head, body pieces, end, or an error. Flow control goes both ways: the sink can pause reading this
-connection (the client is slow), and this connection tells the sink when its own send buffer is full.
+The one upstream connection of the LB: a sink (a proxied exchange, or `UpstreamPool.request`'s collector
+for probes) is bound to it for one response and gets the parser's callbacks forwarded: head, body
+pieces, end, or an error. Flow control goes both ways: the sink can pause reading this connection (the
+client is slow), and this connection tells the sink when its own send buffer is full.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from app.dataplane.errors import (
+from app.upstream.errors import (
     UpstreamError,
     UpstreamResetError,
     UpstreamTimeout,
     closed_early,
 )
-from app.dataplane.http1 import RESPONSE_HOP_BY_HOP
+from app.upstream.headers import RESPONSE_HOP_BY_HOP
 
 if TYPE_CHECKING:
-    from app.dataplane.upstream import UpstreamPool
+    from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class StreamConnection:
 
     __slots__ = (
         "_chunked",
+        "_close",
         "_head",
         "_headers",
         "_keep_alive",
@@ -88,6 +89,7 @@ class StreamConnection:
         self._length: int | None = None
         self._chunked = False
         self._upgrade = b""
+        self._close = b""  # the response's Connection header, lower-cased (judges a HEAD answer's keep-alive)
         self.request_done = False  # set by the sink once the whole request body is written
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -124,7 +126,7 @@ class StreamConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         """Settle the bound exchange: a close-delimited body ends, anything else is an error."""
         self._cancel_timer()
-        self._pool._forget_stream(self)
+        self._pool.forget(self)
         sink, self._sink = self._sink, None
         if sink is None:
             return
@@ -134,6 +136,10 @@ class StreamConnection:
             sink.on_response_end()  # no length, not chunked: the body ran until EOF
         else:
             sink.on_upstream_error(closed_early(self._pool.address, self._served and not self._received))
+
+    def eof_received(self) -> bool | None:
+        """The replica half-closed: let the transport close (connection_lost settles the sink)."""
+        return None
 
     def pause_writing(self) -> None:
         """The replica's receive window is full: stop reading the client's body."""
@@ -157,6 +163,8 @@ class StreamConnection:
                 self._chunked = True
             elif lowered == b"upgrade":
                 self._upgrade = value
+            elif lowered == b"connection":
+                self._close = value.lower()
             return
         if lowered == b"content-length":
             self._length = int(value)  # llhttp has validated it
@@ -171,9 +179,19 @@ class StreamConnection:
             self._headers, self._length, self._chunked = [], None, False
             return
         self._status = status
-        self._keep_alive = parser.should_keep_alive()  # only valid inside the callback
+        if self._head:
+            # llhttp expects a body until EOF when a HEAD answer has no length: judge keep-alive without it.
+            if parser.get_http_version() == "1.1":
+                self._keep_alive = b"close" not in self._close
+            else:
+                self._keep_alive = b"keep-alive" in self._close
+        else:
+            self._keep_alive = parser.should_keep_alive()  # only valid inside the callback
         sink = self._sink
-        if sink is None or status == 101:
+        if sink is None:
+            self.abort()  # a response nobody asked for (e.g. a 408 after a complete one): never reuse
+            return
+        if status == 101:
             return
         sink.on_response_head(status, self._headers, self._length, self._chunked)
         if self._head:
@@ -183,8 +201,11 @@ class StreamConnection:
 
     def on_body(self, body: bytes) -> None:
         """Stream a (de-chunked) piece on."""
-        if self._sink is not None:
-            self._sink.on_response_body(body)
+        sink = self._sink
+        if sink is not None:
+            sink.on_response_body(body)
+        elif self._head:
+            self.close()  # a HEAD answer sent a body after all: its framing is suspect, never reuse it
 
     def on_message_complete(self) -> None:
         """The response is complete: the connection goes back to the pool, then the sink hears of it."""
@@ -201,12 +222,12 @@ class StreamConnection:
         self._headers = []
         self._length = None
         self._chunked = self._received = self.request_done = False
-        self._upgrade = b""
+        self._upgrade = self._close = b""
         if self._paused:
             self.resume_reading()
         self._last_activity = now = self._loop.time()
         if self._timer is None:
-            self._timer = self._loop.call_at(now + self._pool._read_timeout, self._check_timeout)
+            self._timer = self._loop.call_at(now + self._pool.read_timeout, self._check_timeout)
 
     def unbind(self) -> None:
         """The exchange gives up (client gone, error): the connection state is unknown, drop it."""
@@ -261,7 +282,7 @@ class StreamConnection:
         if self._paused:
             self.resume_reading()  # an idle connection must read, to notice the replica closing it
         if self._keep_alive and self.request_done and not self._transport.get_write_buffer_size():
-            self._pool._release_stream(self)
+            self._pool.release(self)
         else:
             self.close()
         sink.on_response_end()
@@ -287,7 +308,7 @@ class StreamConnection:
         self._timer = None
         if self._sink is None or self._tunnel:
             return
-        timeout = self._pool._read_timeout
+        timeout = self._pool.read_timeout
         if self._paused:  # waiting on the client, not on the replica
             self._last_activity = self._loop.time()
         remaining = self._last_activity + timeout - self._loop.time()

@@ -29,3 +29,4 @@ def closed_early(address: str, reused_and_unanswered: bool) -> UpstreamResetErro
     if reused_and_unanswered:
         return StaleConnectionError(f"{address} closed a reused connection before answering")
     return UpstreamResetError(f"{address} closed the connection before a full response")
+

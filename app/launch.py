@@ -1,0 +1,151 @@
+"""Wiring in one place: settings -> listening socket -> the LB's app and data plane -> workers -> serve.
+
+`python -m app` (app/__main__.py) calls `main`; tests that serve an LB in-process call `build` and
+`make_config` the same way, so every launch gets the same data plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Literal
+
+import uvicorn
+import uvloop
+from fastapi import FastAPI
+
+from app import native
+from app.control.lifecycle import LifecyclePolicy
+from app.dataplane.access_log import make_access_log
+from app.dataplane.front import Front, FrontLimits
+from app.dataplane.heap import settle_heap
+from app.dataplane.hub import WorkerHub
+from app.dataplane.server import make_config
+from app.main import create_app
+from app.settings import BAD_SETTINGS, Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+STARTUP_FAILED = 3  # uvicorn's: the lifespan failed (e.g. replicas that cannot start)
+
+
+def build(settings: Settings) -> tuple[FastAPI, Front]:
+    """The LB's own app and the data plane's front that serves it (the lifespan hands it the routing)."""
+    app = create_app(settings)
+    front = Front(
+        FrontLimits.from_settings(settings),
+        app.state.is_reserved,
+        access_log=make_access_log(settings.access_log),
+    )
+    app.state.front = front
+    return app, front
+
+
+class Server(uvicorn.Server):
+    """uvicorn on a socket we bound, saying where it listens once the replicas are up."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # uvicorn logs no address for sockets it was handed
+            for sock in sockets or []:
+                host, port = sock.getsockname()[:2]
+                logger.info("Load balancer running on http://%s:%d (Press CTRL+C to quit)", host, port)
+
+
+def _stopped_by(sig: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the signal that stopped it once it has shut down; a clean stop exits 0."""
+    logger.info("stopped by %s", signal.Signals(sig).name)
+
+
+def where_to_look(host: str, port: int) -> str:
+    """The pages to open, for the start-up log (`make run` users look there first)."""
+    host = "localhost" if host in ("", "0.0.0.0", "::") else host
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return f"dashboard {base}/dashboard | voting page {base}/vote | API docs {base}/docs"
+
+
+def listening_socket(settings: Settings) -> socket.socket:
+    """The LB's port, taken before any replica starts: an inherited socket (LB_FD) or host:port.
+
+    A port in use is one line and exit 2, not a traceback after three replicas were started.
+    """
+    if settings.fd is not None:
+        return socket.socket(fileno=settings.fd)  # bound by whoever started us (tests, systemd)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.workers > 1:  # worker processes bind the same port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        sys.stderr.write(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}\n")
+        raise SystemExit(BAD_SETTINGS) from None
+    return sock
+
+
+def main() -> None:
+    """Configure logging, bind the port, then serve on uvloop with the data plane's protocol."""
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sock = listening_socket(settings)
+    host, port = sock.getsockname()[:2]  # the real port, also when the socket was inherited (LB_FD)
+    logger.info("open %s", where_to_look(host, port))
+    native.STATE.log(logger)
+    if native.STATE.compiled and not settings.compiled:
+        logger.warning("LB_COMPILED=false from .env comes too late: set it in the environment")
+    app, front = build(settings)
+    loop: Literal["none", "uvloop"] = "none" if settings.workers > 1 else "uvloop"  # workers: we run uvloop
+    config = make_config(app, front, lifespan="on", access_log=settings.access_log, loop=loop)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped_by)
+    server = Server(config)
+    settle_heap()
+    with sock:
+        if settings.workers > 1:
+            uvloop.run(serve_with_workers(server, sock, app, front, settings))
+        else:
+            server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILED)
+
+
+async def serve_with_workers(
+    server: uvicorn.Server, sock: socket.socket, app: FastAPI, front: Front, settings: Settings
+) -> None:
+    """This process owns replicas and health and serves the port; LB_WORKERS - 1 workers share it."""
+    private = socket.socket()  # where workers send the LB's own paths (the shared port could loop back)
+    private.bind(("127.0.0.1", 0))
+    owner_address = f"127.0.0.1:{private.getsockname()[1]}"
+    front.unlogged_port = private.getsockname()[1]  # the forwarding worker writes the access-log line
+    serving = asyncio.create_task(server.serve(sockets=[sock, private]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if serving.done():
+        await serving  # startup failed: uvicorn has logged why
+        return
+    # A worker that keeps dying is restarted after the replicas' back-off (0.5 s, 1 s, ... capped).
+    backoff = LifecyclePolicy.from_settings(settings).backoff
+    port = sock.getsockname()[1]  # the bound port: with LB_PORT=0 the workers must not pick their own
+    hub = WorkerHub(
+        app.state.membership,
+        settings.workers,
+        owner_address,
+        settings.fd,
+        port=port,
+        backoff=backoff,
+        reserved=app.state.is_reserved,
+    )
+    app.state.hub = hub  # /status lists the processes, /metrics adds their counters
+    await hub.start()
+    try:
+        await serving
+    finally:
+        await hub.stop()
