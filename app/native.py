@@ -36,6 +36,7 @@ MODULES = (
     "app.dataplane.server",
     "app.dataplane.exchange",
     "app.dataplane.retry",
+    "app.dataplane.seams",
     "app.dataplane.http1",
     "app.upstream.connection",
     "app.upstream.pool",

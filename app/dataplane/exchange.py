@@ -26,7 +26,7 @@ from app.dataplane.http1 import (
 )
 from app.dataplane.keys import KeyExtractor, random_key
 from app.dataplane.replies import failure_body, too_large
-from app.dataplane.seams import ClientSide, UpstreamSide
+from app.dataplane.seams import ClientSide, ResponseSink, Tunnel, UpstreamSide
 from app.errors import NoReplicasError, quote
 from app.metrics import Stats
 from app.upstream.errors import UpstreamConnectError, UpstreamError, UpstreamResetError
@@ -86,7 +86,7 @@ class DataPlane:
         task.add_done_callback(self.tasks.discard)
 
 
-class ProxyExchange:
+class ProxyExchange(Tunnel, ResponseSink):
     """A proxied request from its head to the end of its response (or of its tunnel)."""
 
     __slots__ = (

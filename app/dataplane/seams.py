@@ -1,9 +1,14 @@
 """The seams inside the data plane, named: what each side of a proxied request needs from the other.
 
 A client connection (app.dataplane.server) drives an `Exchange` per request; an exchange answers through
-its `ClientSide` and, when proxied, sends through an `UpstreamSide` (app.upstream.connection), which reports
-back to it as a `ResponseSink`. Each side is written and tested against these protocols, not against the
-other's class, so neither imports the other.
+its `ClientSide` and, when proxied, sends through an `UpstreamSide`, which reports back to it as a
+`ResponseSink` (those two are defined by app.upstream.connection, the layer below, and named here too).
+Each side is written and tested against these protocols, not against the other's class, so neither
+imports the other.
+
+Each is a typing.Protocol for the type checker and a mypyc trait for the compiled hot path: a compiled
+class that names the seam as a base is called through a native vtable (as fast as calling the class
+itself); any other object that fits, such as a test's stand-in, is called as a Python object.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mypy_extensions import trait
+
 from app.dataplane.http1 import RequestHead
-from app.upstream.connection import ResponseSink
+from app.upstream.connection import ResponseSink, UpstreamSide
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["AsgiClientSide", "ClientSide", "Exchange", "ResponseSink", "Tunnel", "UpstreamSide"]
 
 
+@trait
 class Exchange(Protocol):
     """One request on a client connection (proxied, or served by the LB's own app)."""
 
@@ -42,6 +50,7 @@ class Exchange(Protocol):
     def on_client_lost(self) -> None: ...
 
 
+@trait
 class Tunnel(Exchange, Protocol):
     """An exchange that became a tunnel (after a 101): raw bytes both ways."""
 
@@ -49,6 +58,7 @@ class Tunnel(Exchange, Protocol):
     def on_client_eof(self) -> None: ...
 
 
+@trait
 class ClientSide(Protocol):
     """What an exchange needs from the client connection it answers on."""
 
@@ -68,6 +78,7 @@ class ClientSide(Protocol):
     def close(self) -> None: ...
 
 
+@trait
 class AsgiClientSide(ClientSide, Protocol):
     """What the ASGI bridge needs besides: uvicorn's config and state, to run the LB's own app."""
 
@@ -78,17 +89,3 @@ class AsgiClientSide(ClientSide, Protocol):
     sockname: tuple[str, int] | None
 
     async def drain(self) -> None: ...
-
-
-class UpstreamSide(Protocol):
-    """What an exchange needs from the replica connection bound to it."""
-
-    request_done: bool  # the whole request is written: the connection may be reused after the response
-
-    def bind(self, sink: ResponseSink, head: bool) -> None: ...
-    def unbind(self) -> None: ...
-    def write(self, data: bytes) -> None: ...
-    def write_eof(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...

@@ -27,7 +27,7 @@ from app.dataplane.asgi_bridge import AsgiExchange
 from app.dataplane.exchange import ProxyExchange
 from app.dataplane.front import Front
 from app.dataplane.http1 import RequestHead, error_response
-from app.dataplane.seams import Exchange, Tunnel
+from app.dataplane.seams import AsgiClientSide, Exchange, Tunnel
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
@@ -43,11 +43,11 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 
 
-class ClientConnection:
+class ClientConnection(AsgiClientSide):
     """One client connection: parse requests, dispatch them in order, enforce the limits.
 
-    An asyncio protocol by its methods, not by inheritance (uvloop and asyncio look the methods up):
-    a class with no Python base can be compiled to a native class (app/native.py).
+    An asyncio protocol by its methods, not by inheritance (uvloop and asyncio look the methods up): a
+    class with no Python base (its only base is its seam, a mypyc trait) compiles to a native class.
     """
 
     transport: asyncio.Transport

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from mypy_extensions import trait
 
 from app.upstream.errors import (
     UpstreamError,
@@ -28,8 +29,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+@trait
 class ResponseSink(Protocol):
-    """What a streaming connection reports to the exchange bound to it."""
+    """What a streaming connection reports to the exchange bound to it.
+
+    A Protocol for the type checker, and a mypyc trait: a compiled class that names it as a base (the
+    exchange, the pool's Collector) is called through a native vtable, anything else as any Python object.
+    """
 
     def on_response_head(
         self, status: int, header_lines: list[bytes], length: int | None, chunked: bool
@@ -44,10 +50,26 @@ class ResponseSink(Protocol):
     def flush(self) -> None: ...
 
 
-class StreamConnection:
+@trait
+class UpstreamSide(Protocol):
+    """What an exchange needs from the replica connection bound to it (a Protocol and a mypyc trait)."""
+
+    request_done: bool  # the whole request is written: the connection may be reused after the response
+
+    def bind(self, sink: ResponseSink, head: bool) -> None: ...
+    def unbind(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class StreamConnection(UpstreamSide):
     """One keep-alive TCP connection to a replica whose responses stream to a bound sink.
 
-    An asyncio protocol by its methods, not by inheritance, so that it compiles to a native class.
+    An asyncio protocol by its methods, not by inheritance, so that it compiles to a native class (its only
+    base is its seam, a mypyc trait).
     """
 
     __slots__ = (

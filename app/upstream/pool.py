@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from app.upstream.connection import StreamConnection
+from app.upstream.connection import ResponseSink, StreamConnection
 from app.upstream.errors import (
     StaleConnectionError,
     UpstreamConnectError,
@@ -61,7 +61,7 @@ def encode_request(method: bytes, target: bytes, headers: list[tuple[bytes, byte
     return b"".join(parts)
 
 
-class Collector:
+class Collector(ResponseSink):
     """A response sink that keeps the whole response and resolves a Future with it."""
 
     def __init__(self, address: str, done: asyncio.Future[UpstreamResponse]) -> None:
