@@ -55,3 +55,9 @@ def lb(
     running.runtime = own
     yield running
     running.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The suite's one async runner: anyio's pytest plugin on asyncio (a module may pick its own loop)."""
+    return "asyncio"

@@ -41,11 +41,6 @@ def on_engine(test: T) -> T:
 DIE_EVENT_DEADLINE = 2.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def runtime(scope: DockerScope, client: Any = None, **overrides: Any) -> DockerRuntime:
     """An runtime confined to this test's label, network and names."""
     options: dict[str, Any] = {

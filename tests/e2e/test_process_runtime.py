@@ -16,11 +16,6 @@ from tests.polling import eventually
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def serving(handle: ProcessHandle) -> bool:
     try:
         async with httpx.AsyncClient(timeout=0.5) as client:

@@ -18,11 +18,6 @@ CRASHES = [sys.executable, "-c", "raise SystemExit(3)"]  # a worker that dies at
 LIVES = [sys.executable, "-c", "import time; time.sleep(60)"]  # one that serves until told to stop
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def make_hub(command: list[str], delays: list[float]) -> WorkerHub:
     def backoff(quick_exits: int) -> float:
         delays.append(0.05 * 2 ** (quick_exits - 1))

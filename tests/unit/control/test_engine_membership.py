@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from app.control.engine_membership import EngineMembership
 from app.control.health import ProbeSchedule
 from app.control.lifecycle import Replica, State
@@ -22,7 +24,8 @@ from app.runtimes.base import ReplicaHandle
 from app.runtimes.engine import TaskView
 from tests.polling import eventually
 from tests.unit.control.fake_runtime import make_policy
-from tests.unit.control.test_lifecycle import in_loop
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]  # the one async runner, bounded
 
 
 @dataclass(eq=False)
@@ -149,8 +152,8 @@ def instance(engine: FakeEngine) -> EngineMembership:
     return lb
 
 
-def over_one_engine(test: Callable[[FakeEngine], Awaitable[None]]) -> Callable[[], None]:
-    """Run `test(engine)` in a fresh event loop; every LB instance it made is closed afterwards."""
+def over_one_engine(test: Callable[[FakeEngine], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """The test `test(engine)` over a new engine; every LB instance it made is closed afterwards."""
 
     async def run() -> None:
         engine = FakeEngine()
@@ -161,7 +164,7 @@ def over_one_engine(test: Callable[[FakeEngine], Awaitable[None]]) -> Callable[[
 
     # not functools.wraps: pytest would read `engine` from the wrapped signature as a fixture
     run.__name__, run.__qualname__, run.__doc__ = test.__name__, test.__qualname__, test.__doc__
-    return in_loop(run)
+    return run
 
 
 async def two_instances(engine: FakeEngine, initial: int) -> tuple[EngineMembership, EngineMembership]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from typing import Any
 
 import pytest
@@ -22,21 +20,8 @@ from app.settings import Settings
 from tests.polling import eventually
 from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
 
-AsyncTest = Callable[..., Awaitable[None]]
-
-
-def in_loop(test: AsyncTest) -> Callable[..., None]:
-    """Run an async test body in a fresh event loop (bounded: no test may hang the suite)."""
-
-    @wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        async def bounded() -> None:
-            async with asyncio.timeout(8):
-                await test(*args, **kwargs)
-
-        asyncio.run(bounded())
-
-    return run
+# One async runner for every async test (anyio's pytest plugin, on asyncio), bounded: none may hang the suite.
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
 
 
 def states(membership: LocalMembership) -> dict[str, str]:
@@ -68,7 +53,6 @@ async def started_membership(
     return membership, runtime, prober
 
 
-@in_loop
 async def test_boot_puts_every_member_on_the_ring_and_close_stops_them() -> None:
     membership, runtime, _ = await started_membership(3)
     assert membership.names() == ["r1", "r2", "r3"]
@@ -80,7 +64,6 @@ async def test_boot_puts_every_member_on_the_ring_and_close_stops_them() -> None
     assert runtime.closed and not runtime.running
 
 
-@in_loop
 async def test_failed_heartbeats_take_a_member_down_then_replace_it_under_its_name(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -95,7 +78,6 @@ async def test_failed_heartbeats_take_a_member_down_then_replace_it_under_its_na
     await membership.close()
 
 
-@in_loop
 async def test_passive_report_takes_a_member_off_the_ring_until_it_rises_again() -> None:
     membership, runtime, _ = await started_membership(3, rise=3)
     membership.report_failure("r1", "connection refused")
@@ -107,7 +89,6 @@ async def test_passive_report_takes_a_member_off_the_ring_until_it_rises_again()
     await membership.close()
 
 
-@in_loop
 async def test_runtime_exit_report_replaces_at_once() -> None:
     membership, runtime, prober = await started_membership(3)
     prober.hold()  # no heartbeat can notice: only the runtime's report
@@ -119,7 +100,6 @@ async def test_runtime_exit_report_replaces_at_once() -> None:
     await membership.close()
 
 
-@in_loop
 async def test_passive_failure_report_during_a_probe() -> None:
     membership, runtime, prober = await started_membership(3)
     prober.hold()
@@ -134,7 +114,6 @@ async def test_passive_failure_report_during_a_probe() -> None:
     await membership.close()
 
 
-@in_loop
 async def test_new_name_replacement_racing_a_probe(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     membership, runtime, prober = await started_membership(3, new_names=True)
@@ -152,7 +131,6 @@ async def test_new_name_replacement_racing_a_probe(caplog: pytest.LogCaptureFixt
     await membership.close()
 
 
-@in_loop
 async def test_removal_during_a_replacement() -> None:
     membership, runtime, _ = await started_membership(3)
     runtime.start_gate = asyncio.Event()  # the replacement's start hangs until the gate opens
@@ -167,7 +145,6 @@ async def test_removal_during_a_replacement() -> None:
     await membership.close()
 
 
-@in_loop
 async def test_removal_during_a_start_after_a_back_off() -> None:
     runtime, prober = FakeRuntime(failing_starts={"r2": 1}), GatedProber()
     membership = make_membership(runtime, prober)
@@ -182,7 +159,6 @@ async def test_removal_during_a_start_after_a_back_off() -> None:
     await membership.close()
 
 
-@in_loop
 async def test_crash_loop_backs_off_exponentially_up_to_the_cap(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     runtime, prober = FakeRuntime(failing_starts={"r1": 5}), GatedProber()
@@ -198,7 +174,6 @@ async def test_crash_loop_backs_off_exponentially_up_to_the_cap(caplog: pytest.L
     await membership.close()
 
 
-@in_loop
 async def test_shutdown_during_a_start_leaves_nothing_running() -> None:
     membership, runtime, _ = await started_membership(2)
     runtime.start_gate = asyncio.Event()
@@ -213,7 +188,6 @@ async def test_shutdown_during_a_start_leaves_nothing_running() -> None:
     assert runtime.closed and not runtime.running
 
 
-@in_loop
 async def test_removal_drains_requests_in_flight_first() -> None:
     membership, runtime, _ = await started_membership(2)
     member = membership.members["r1"]
@@ -228,7 +202,6 @@ async def test_removal_drains_requests_in_flight_first() -> None:
     await membership.close()
 
 
-@in_loop
 async def test_drain_gives_up_after_the_timeout() -> None:
     membership, runtime, _ = await started_membership(2, drain_timeout=0.05)
     member = membership.members["r2"]
@@ -240,7 +213,6 @@ async def test_drain_gives_up_after_the_timeout() -> None:
     await membership.close()
 
 
-@in_loop
 async def test_a_reused_name_waits_for_its_draining_predecessor() -> None:
     membership, runtime, _ = await started_membership(1)
     old = membership.members["r1"]
@@ -256,7 +228,6 @@ async def test_a_reused_name_waits_for_its_draining_predecessor() -> None:
     await membership.close()
 
 
-@in_loop
 async def test_add_is_all_or_nothing() -> None:
     membership, runtime, _ = await started_membership(1)
     runtime.failing_starts["bad"] = 1

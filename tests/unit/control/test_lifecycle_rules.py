@@ -20,7 +20,8 @@ from app.errors import ReplicaStartError
 from app.settings import Settings
 from tests.polling import eventually
 from tests.unit.control.fake_runtime import FakeHandle, FakeRuntime, GatedProber, make_policy
-from tests.unit.control.test_lifecycle import in_loop
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]  # the one async runner, bounded
 
 
 class RecordingHooks(Hooks):
@@ -63,7 +64,6 @@ def report(member: Replica[FakeHandle], handle: FakeHandle, verdicts: Iterable[b
 
 
 # ----- rise -------------------------------------------------------------------------------------------
-@in_loop
 async def test_a_down_member_rises_on_exactly_the_rise_th_good_heartbeat() -> None:
     hooks = RecordingHooks()
     member, handle = await up_member(hooks=hooks, rise=3)
@@ -78,7 +78,6 @@ async def test_a_down_member_rises_on_exactly_the_rise_th_good_heartbeat() -> No
     await member.shutdown()
 
 
-@in_loop
 async def test_a_failed_heartbeat_starts_the_rise_count_again() -> None:
     member, handle = await up_member(rise=3, fall=3)
     member.report_refused("connection refused")
@@ -90,7 +89,6 @@ async def test_a_failed_heartbeat_starts_the_rise_count_again() -> None:
     await member.shutdown()
 
 
-@in_loop
 async def test_a_watched_member_needs_rise_good_heartbeats_before_the_ring() -> None:
     runtime = FakeRuntime()
     member = replica(runtime, replaces_dead=False, rise=2)
@@ -106,7 +104,6 @@ async def test_a_watched_member_needs_rise_good_heartbeats_before_the_ring() -> 
 
 
 # ----- fall -------------------------------------------------------------------------------------------
-@in_loop
 async def test_an_up_member_is_replaced_on_exactly_the_fall_th_failed_heartbeat() -> None:
     runtime = FakeRuntime()
     member, handle = await up_member(runtime, fall=3)
@@ -126,7 +123,6 @@ async def test_an_up_member_is_replaced_on_exactly_the_fall_th_failed_heartbeat(
     await member.shutdown()
 
 
-@in_loop
 async def test_an_engine_run_member_goes_down_on_exactly_the_fall_th_failed_heartbeat() -> None:
     runtime = FakeRuntime()
     member = replica(runtime, replaces_dead=False, rise=1, fall=3)
@@ -145,7 +141,6 @@ async def test_an_engine_run_member_goes_down_on_exactly_the_fall_th_failed_hear
 
 
 # ----- stale verdicts ---------------------------------------------------------------------------------
-@in_loop
 async def test_verdicts_on_a_replaced_instance_change_nothing() -> None:
     runtime = FakeRuntime()
     member, old = await up_member(runtime, rise=2, fall=2)
@@ -169,7 +164,6 @@ async def test_verdicts_on_a_replaced_instance_change_nothing() -> None:
     await member.shutdown()
 
 
-@in_loop
 async def test_verdicts_on_a_starting_instance_are_left_to_the_start() -> None:
     prober = GatedProber()
     prober.hold()  # the start-up wait's own heartbeat stays in flight
@@ -187,7 +181,6 @@ async def test_verdicts_on_a_starting_instance_are_left_to_the_start() -> None:
     await member.shutdown()
 
 
-@in_loop
 async def test_a_probe_that_returns_after_the_removal_changes_nothing() -> None:
     runtime = FakeRuntime()
     member, handle = await up_member(runtime, rise=1, fall=2, drain_timeout=5.0)
@@ -202,7 +195,6 @@ async def test_a_probe_that_returns_after_the_removal_changes_nothing() -> None:
     assert state(member) is State.REMOVED and not runtime.running
 
 
-@in_loop
 async def test_an_instance_that_exits_while_draining_is_not_replaced() -> None:
     runtime = FakeRuntime()
     member, handle = await up_member(runtime, drain_timeout=5.0)
@@ -219,7 +211,6 @@ async def test_an_instance_that_exits_while_draining_is_not_replaced() -> None:
     assert state(member) is State.REMOVED and runtime.starts == ["r1"] and not runtime.running
 
 
-@in_loop
 async def test_only_an_up_member_drains_on_removal() -> None:
     runtime = FakeRuntime()
     down, _ = await up_member(runtime)
@@ -238,7 +229,6 @@ async def test_only_an_up_member_drains_on_removal() -> None:
 
 
 # ----- start-up ---------------------------------------------------------------------------------------
-@in_loop
 async def test_a_start_gives_the_instance_start_timeout_to_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(1000.0)
     monkeypatch.setattr(lifecycle, "time", clock)
@@ -268,7 +258,6 @@ async def test_a_start_gives_the_instance_start_timeout_to_answer(monkeypatch: p
     assert [h.name for h in runtime.running.values()] == ["r1"]
 
 
-@in_loop
 async def test_an_adopted_instance_is_used_not_restarted() -> None:
     runtime = FakeRuntime()
     running = await runtime.start("r1")  # left by the LB before this one
@@ -319,7 +308,6 @@ class TimedRuntime(FakeRuntime):
         return await super().start(name)
 
 
-@in_loop
 async def test_a_failed_start_waits_out_its_back_off_before_the_next_try() -> None:
     delay = 0.1
     runtime, hooks = TimedRuntime(failing_starts={"r1": 1}), RecordingHooks()
@@ -353,7 +341,6 @@ class FakeClock:
         return self.now
 
 
-@in_loop
 async def test_the_drain_lasts_until_its_deadline_and_not_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = FakeRuntime()
     member, handle = await up_member(runtime, drain_timeout=5.0)
@@ -379,7 +366,6 @@ async def test_the_drain_lasts_until_its_deadline_and_not_past_it(monkeypatch: p
     assert not runtime.running
 
 
-@in_loop
 async def test_other_processes_are_waited_for_up_to_the_same_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -22,7 +22,8 @@ from app.dataplane.worker import RemoteRouting
 from app.settings import Settings
 from tests.polling import eventually
 from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
-from tests.unit.control.test_lifecycle import in_loop
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]  # the one async runner, bounded
 
 
 @dataclass
@@ -66,7 +67,6 @@ def state(owner: Owner, name: str) -> State | None:
     return next((m.state for m in owner.pool.replicas() if m.name == name), None)
 
 
-@in_loop
 async def test_a_removed_replica_waits_for_a_workers_requests() -> None:
     async with owner_with_hub() as owner, worker(owner.hub) as routing:
         in_worker = routing.table.upstreams["r1"]
@@ -80,7 +80,6 @@ async def test_a_removed_replica_waits_for_a_workers_requests() -> None:
         await eventually(lambda: state(owner, "r1") is None and not owner.runtime.instances_of("r1"))
 
 
-@in_loop
 async def test_with_nothing_in_flight_anywhere_removal_is_immediate() -> None:
     drain_timeout = 4.0
     async with owner_with_hub(drain_timeout=drain_timeout) as owner, worker(owner.hub):
@@ -92,7 +91,6 @@ async def test_with_nothing_in_flight_anywhere_removal_is_immediate() -> None:
         )
 
 
-@in_loop
 async def test_the_drain_timeout_bounds_the_wait_for_workers(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     drain_timeout = 0.5
@@ -111,7 +109,6 @@ async def test_the_drain_timeout_bounds_the_wait_for_workers(caplog: pytest.LogC
     assert warning in caplog.text
 
 
-@in_loop
 async def test_a_worker_that_goes_away_stops_holding_the_drain() -> None:
     async with owner_with_hub(drain_timeout=5.0) as owner:
         async with worker(owner.hub) as routing:
