@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from app.dataplane.hub import WorkerHub, describe_exit
+from tests.fake_runtime import FakeRuntime, GatedProber, make_membership
 from tests.lb_support import alive
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
 
 pytestmark = pytest.mark.anyio
 

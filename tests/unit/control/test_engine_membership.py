@@ -22,8 +22,8 @@ from app.errors import InvalidRequestError, PeerCreatedError
 from app.ring import RendezvousStrategy
 from app.runtimes.base import ReplicaHandle
 from app.runtimes.engine import TaskView
+from tests.fake_runtime import make_policy
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import make_policy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]  # the one async runner, bounded
 

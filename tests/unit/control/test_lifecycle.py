@@ -17,8 +17,8 @@ from app.control.lifecycle import LifecyclePolicy, State
 from app.control.local_membership import LocalMembership
 from app.errors import ReplicaStartError
 from app.settings import Settings
+from tests.fake_runtime import FakeRuntime, GatedProber, make_membership
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
 
 # One async runner for every async test (anyio's pytest plugin, on asyncio), bounded: none may hang the suite.
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]

@@ -18,8 +18,8 @@ from app.control import lifecycle
 from app.control.lifecycle import Hooks, LifecyclePolicy, Replica, State
 from app.errors import ReplicaStartError
 from app.settings import Settings
+from tests.fake_runtime import FakeHandle, FakeRuntime, GatedProber, make_policy
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import FakeHandle, FakeRuntime, GatedProber, make_policy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]  # the one async runner, bounded
 

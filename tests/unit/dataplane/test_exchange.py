@@ -7,11 +7,12 @@ transports (support.py): the test is the client and the replicas, and nothing op
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
 from tests.polling import eventually
-from tests.unit.dataplane.support import STAND_IN_BACKEND, Replica, Rig, ok
+from tests.stand_ins import STAND_IN_BACKEND, Client, Link, Replica, Rig, ok
 
 pytestmark = pytest.mark.anyio
 
@@ -88,13 +89,19 @@ async def test_a_get_reset_mid_request_goes_to_the_next_replica_unreported() -> 
     assert rig.routing.reported == []  # one bad request is no reason to take a replica off
 
 
-async def test_a_get_on_a_stale_idle_connection_is_sent_again_to_the_same_replica() -> None:
-    rig = Rig()
+async def kept_alive_get(rig: Rig) -> tuple[Replica, Client]:
+    """A client whose GET replica a answered: that connection to a is now idle in the pool."""
     a = rig.replicas["a"]
     client = rig.open_client()
     client.send(get("a"))
     await rig.settle()
-    a.link.answer(ok(b"first"))  # the connection goes back to the pool, idle
+    a.link.answer(ok(b"first"))
+    return a, client
+
+
+async def test_a_get_on_a_stale_idle_connection_is_sent_again_to_the_same_replica() -> None:
+    rig = Rig()
+    a, client = await kept_alive_get(rig)
     client.send(get("a"))
     await rig.settle()
     assert len(a.links) == 1 and times_seen(a, b"GET /home?id=a") == 2  # reused
@@ -129,18 +136,20 @@ async def test_a_post_reset_mid_request_gets_502_and_no_second_replica() -> None
     assert rig.in_flight() == {"a": 0, "b": 0, "c": 0}
 
 
+async def post_after_a_kept_alive_get(rig: Rig) -> tuple[Replica, Client]:
+    """A GET answered by replica a (its connection now idle), then a POST for a, sent."""
+    a, client = await kept_alive_get(rig)
+    client.send(post("a"))
+    await rig.settle()
+    return a, client
+
+
 async def test_a_post_after_a_kept_alive_get_reset_mid_request_gets_502_while_the_replica_accepts() -> None:
     # The replica holds an idle connection from an earlier GET and still accepts new ones. The POST
     # (on that reused connection, or on a new one) is read and the connection closed without an answer:
     # the replica may have applied it, so it is neither repeated there nor sent elsewhere.
     rig = Rig()
-    a = rig.replicas["a"]
-    client = rig.open_client()
-    client.send(get("a"))
-    await rig.settle()
-    a.link.answer(ok(b"first"))
-    client.send(post("a"))
-    await rig.settle()
+    a, client = await post_after_a_kept_alive_get(rig)
     [carrier] = [link for link in a.links if b"POST /vote" in link.received]
     carrier.hang_up()
     await rig.settle()
@@ -153,13 +162,7 @@ async def test_a_post_after_a_kept_alive_get_reset_mid_request_gets_502_while_th
 async def test_a_post_goes_on_a_new_connection_never_an_idle_one() -> None:
     # On a reused connection, "closed while idle" and "read it and died" look alike (retry.may_reuse).
     rig = Rig()
-    a = rig.replicas["a"]
-    client = rig.open_client()
-    client.send(get("a"))
-    await rig.settle()
-    a.link.answer(ok(b"first"))
-    client.send(post("a"))
-    await rig.settle()
+    a, client = await post_after_a_kept_alive_get(rig)
     first, second = a.links
     assert b"POST" not in first.received and second.received.startswith(b"POST /vote?id=a")
     second.answer(ok(b"voted"))
@@ -170,11 +173,7 @@ async def test_a_post_goes_on_a_new_connection_never_an_idle_one() -> None:
 async def test_a_post_to_a_replica_that_is_gone_goes_to_the_next_one() -> None:
     # Nothing of it reached the gone replica (its idle connection died, new ones are refused).
     rig = Rig()
-    a = rig.replicas["a"]
-    client = rig.open_client()
-    client.send(get("a"))
-    await rig.settle()
-    a.link.answer(ok(b"first"))
+    a, client = await kept_alive_get(rig)
     a.accepting = False
     client.send(post("a"))
     await rig.settle()
@@ -209,6 +208,15 @@ async def test_an_upstream_timeout_gets_504_and_no_retry(request_: bytes) -> Non
 # -- backpressure ----------------------------------------------------------------------------------
 
 
+def assert_pauses(pause: Callable[[], None], resume: Callable[[], None], reading: Callable[[], bool]) -> None:
+    """`pause` (one side's buffer is full) stops reading the other side; `resume` starts it again."""
+    assert reading()
+    pause()
+    assert not reading()
+    resume()
+    assert reading()
+
+
 async def test_a_slow_client_pauses_the_replica_and_resumes_it() -> None:
     rig = Rig()
     client = rig.open_client()
@@ -216,11 +224,7 @@ async def test_a_slow_client_pauses_the_replica_and_resumes_it() -> None:
     await rig.settle()
     link = rig.replicas["a"].link
     link.answer(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n" + b"x" * 1000)
-    assert link.transport.reading
-    client.conn.pause_writing()  # the client's send buffer is full
-    assert not link.transport.reading
-    client.conn.resume_writing()
-    assert link.transport.reading
+    assert_pauses(client.conn.pause_writing, client.conn.resume_writing, lambda: link.transport.reading)
     link.answer(b"x" * 999_000)
     [answer] = client.responses()
     assert len(answer.body) == 1_000_000
@@ -242,11 +246,7 @@ async def test_a_slow_replica_pauses_the_client_and_resumes_it() -> None:
     client.send(b"y" * 100_000)  # beyond the buffered size: the body streams to the replica
     await rig.settle()
     link = rig.replicas["a"].link
-    assert client.transport.reading
-    link.conn.pause_writing()  # the replica's receive window is full
-    assert not client.transport.reading
-    link.conn.resume_writing()
-    assert client.transport.reading
+    assert_pauses(link.conn.pause_writing, link.conn.resume_writing, lambda: client.transport.reading)
     client.send(b"y" * 900_000)
     assert link.received.endswith(b"y" * 1000) and link.received.count(b"y") == 1_000_000
 
@@ -280,13 +280,19 @@ async def test_an_upgrade_answered_101_passes_bytes_both_ways() -> None:
     assert client.transport.data.endswith(b"last words")
 
 
-async def test_the_replica_closing_a_tunnel_closes_the_client() -> None:
-    rig = Rig()
+async def tunnel_to_a(rig: Rig) -> tuple[Client, Link]:
+    """A client whose Upgrade request replica a accepted: a tunnel, open both ways."""
     client = rig.open_client()
     client.send(UPGRADE)
     await rig.settle()
     link = rig.replicas["a"].link
     link.answer(SWITCHED)
+    return client, link
+
+
+async def test_the_replica_closing_a_tunnel_closes_the_client() -> None:
+    rig = Rig()
+    client, link = await tunnel_to_a(rig)
     assert not client.closed
     link.hang_up()
     assert client.transport.closed
@@ -295,11 +301,7 @@ async def test_the_replica_closing_a_tunnel_closes_the_client() -> None:
 
 async def test_the_client_closing_a_tunnel_closes_the_replica() -> None:
     rig = Rig()
-    client = rig.open_client()
-    client.send(UPGRADE)
-    await rig.settle()
-    link = rig.replicas["a"].link
-    link.answer(SWITCHED)
+    client, link = await tunnel_to_a(rig)
     assert not link.transport.is_closing()
     client.conn.connection_lost(None)
     assert link.transport.is_closing()

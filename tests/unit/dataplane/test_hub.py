@@ -20,8 +20,8 @@ from app.control.local_membership import LocalMembership
 from app.dataplane.hub import WorkerHub
 from app.dataplane.worker import RemoteRouting
 from app.settings import Settings
+from tests.fake_runtime import FakeRuntime, GatedProber, make_membership
 from tests.polling import eventually
-from tests.unit.control.fake_runtime import FakeRuntime, GatedProber, make_membership
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]  # the one async runner, bounded
 

@@ -12,7 +12,7 @@ from app.upstream.errors import (
     UpstreamResetError,
     UpstreamTimeout,
 )
-from tests.unit.dataplane.support import InOrder
+from tests.stand_ins import InOrder
 
 SAFE = [b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"]  # idempotent (RFC 9110 §9.2.2)
 UNSAFE = [b"POST", b"PATCH", b"CONNECT", b"PROPFIND"]

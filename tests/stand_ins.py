@@ -26,6 +26,7 @@ from app.dataplane.front import Front, FrontLimits
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.server import ClientConnection
 from app.errors import NoReplicasError
+from app.settings import Settings
 from app.upstream.connection import StreamConnection
 from app.upstream.pool import UpstreamPool
 
@@ -189,16 +190,7 @@ class Routing:
         self.reported.append((name, reason))
 
 
-LIMITS = FrontLimits(
-    header_timeout=10.0,
-    keep_alive_timeout=5.0,
-    body_timeout=60.0,
-    send_timeout=60.0,
-    max_header_bytes=16384,
-    max_connections=100,
-    max_body_bytes=10 << 20,
-    max_control_body_bytes=65536,
-)
+LIMITS = FrontLimits.from_settings(Settings(_env_file=None))  # the defaults a user gets
 
 
 @dataclass

@@ -14,7 +14,7 @@ from app.upstream.connection import StreamConnection
 from app.upstream.errors import StaleConnectionError, UpstreamError, UpstreamResetError, UpstreamTimeout
 from app.upstream.pool import UpstreamPool
 from tests.polling import eventually
-from tests.unit.dataplane.support import STAND_IN_BACKEND, StandInTransport, ok
+from tests.stand_ins import STAND_IN_BACKEND, StandInTransport, ok
 
 pytestmark = pytest.mark.anyio
 
@@ -143,23 +143,25 @@ async def test_a_fresh_connection_closed_unanswered_is_a_reset_not_stale() -> No
     assert not isinstance(sink.error, StaleConnectionError)
 
 
-async def test_a_reused_connection_closed_unanswered_is_stale() -> None:
+def reused() -> tuple[StreamConnection, Sink, Sink]:
+    """A connection that answered `first` and now carries the request of `second`."""
     _, conn, _ = connect()
     first, second = Sink(), Sink()
     send(conn, first)
     conn.data_received(ok(b"one"))
     send(conn, second)
+    return conn, first, second
+
+
+async def test_a_reused_connection_closed_unanswered_is_stale() -> None:
+    conn, first, second = reused()
     conn.connection_lost(None)
     assert isinstance(second.error, StaleConnectionError)
     assert first.error is None
 
 
 async def test_a_reused_connection_closed_mid_response_is_a_reset_not_stale() -> None:
-    _, conn, _ = connect()
-    first, second = Sink(), Sink()
-    send(conn, first)
-    conn.data_received(ok(b"one"))
-    send(conn, second)
+    conn, _, second = reused()
     conn.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart")
     conn.connection_lost(None)
     assert isinstance(second.error, UpstreamResetError)
