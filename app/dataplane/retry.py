@@ -1,9 +1,10 @@
 """What to do when a try at a replica fails: the one retry policy of the data plane (pure, no I/O).
 
 HAProxy's `retry-on` and Envoy's retry policy decide the same things: a failure before the replica can
-have seen the request (connection refused) is retried elsewhere; a failure after it may have been
-processed is retried only for a method that is safe to send twice; a timeout is answered, never retried
-(the replica may still be working on it). A request that is not safe to send twice goes on a new
+have seen the request (connection refused, or a reset before any answer: a socket closed with the request
+unread sends a reset, one that read it closes in order) is retried elsewhere; a failure after it may have
+been processed is retried only for a method that is safe to send twice; a timeout is answered, never
+retried (the replica may still be working on it). A request that is not safe to send twice goes on a new
 connection only (HAProxy's `http-reuse safe`): on a reused one, a replica that closed it while idle and
 one that read the request and died look the same, and the second must not see the request repeated.
 """
@@ -15,7 +16,13 @@ from typing import Final
 
 from app.errors import NoReplicasError
 from app.ring.base import Ring
-from app.upstream.errors import StaleConnectionError, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from app.upstream.errors import (
+    StaleConnectionError,
+    UnreadRequestError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from app.upstream.headers import IDEMPOTENT_METHODS
 
 # What after_failure answers (ints, not an Enum: read once per failed try on the compiled hot path).
@@ -37,6 +44,8 @@ def after_failure(exc: UpstreamError, method: bytes) -> int:
         return TIMED_OUT
     if isinstance(exc, UpstreamConnectError):
         return NEXT_AND_REPORT
+    if isinstance(exc, UnreadRequestError):
+        return NEXT  # a reset, not a close: the replica never read the whole request
     if method not in IDEMPOTENT_METHODS:
         return NOT_TWICE  # a reset mid-request, or a response that made no sense
     return SAME_AGAIN if isinstance(exc, StaleConnectionError) else NEXT

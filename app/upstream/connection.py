@@ -157,7 +157,10 @@ class StreamConnection(UpstreamSide):
         elif self._status and self._length is None and not self._chunked and exc is None:
             sink.on_response_end()  # no length, not chunked: the body ran until EOF
         else:
-            sink.on_upstream_error(closed_early(self._pool.address, self._served and not self._received))
+            unanswered = not self._received
+            reset = isinstance(exc, (ConnectionResetError, BrokenPipeError))
+            error = closed_early(self._pool.address, self._served and unanswered, reset and unanswered)
+            sink.on_upstream_error(error)
 
     def eof_received(self) -> bool | None:
         """The replica half-closed: let the transport close (connection_lost settles the sink)."""

@@ -7,6 +7,7 @@ import pytest
 from app.dataplane import retry
 from app.upstream.errors import (
     StaleConnectionError,
+    UnreadRequestError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamResetError,
@@ -27,6 +28,7 @@ AFTER_FAILURE = [
     pytest.param(REFUSED, retry.NEXT_AND_REPORT, retry.NEXT_AND_REPORT, id="refused"),
     pytest.param(RESET, retry.NEXT, retry.NOT_TWICE, id="reset"),
     pytest.param(STALE, retry.SAME_AGAIN, retry.NOT_TWICE, id="stale"),
+    pytest.param(UnreadRequestError("reset, request unread"), retry.NEXT, retry.NEXT, id="reset-unread"),
     pytest.param(TIMEOUT, retry.TIMED_OUT, retry.TIMED_OUT, id="timeout"),
     pytest.param(UpstreamError("odd response"), retry.NEXT, retry.NOT_TWICE, id="other"),
 ]

@@ -11,7 +11,13 @@ from typing import Any, cast
 import pytest
 
 from app.upstream.connection import StreamConnection
-from app.upstream.errors import StaleConnectionError, UpstreamError, UpstreamResetError, UpstreamTimeout
+from app.upstream.errors import (
+    StaleConnectionError,
+    UnreadRequestError,
+    UpstreamError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
 from app.upstream.pool import UpstreamPool
 from tests.polling import eventually
 from tests.stand_ins import STAND_IN_BACKEND, StandInTransport, ok
@@ -140,7 +146,26 @@ async def test_a_fresh_connection_closed_unanswered_is_a_reset_not_stale() -> No
     send(conn, sink)
     conn.connection_lost(None)
     assert isinstance(sink.error, UpstreamResetError)
-    assert not isinstance(sink.error, StaleConnectionError)
+    assert not isinstance(sink.error, (StaleConnectionError, UnreadRequestError))
+
+
+@pytest.mark.parametrize("exc", [ConnectionResetError(), BrokenPipeError()], ids=["reset", "broken-pipe"])
+async def test_a_reset_before_any_answer_left_the_request_unread(exc: OSError) -> None:
+    # A socket closed with bytes unread sends a reset (an orderly close after reading sends a FIN).
+    _, conn, _ = connect()
+    sink = Sink()
+    send(conn, sink)
+    conn.connection_lost(exc)
+    assert isinstance(sink.error, UnreadRequestError)
+
+
+async def test_a_reset_after_part_of_the_answer_is_a_plain_reset() -> None:
+    _, conn, _ = connect()
+    sink = Sink()
+    send(conn, sink)
+    conn.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart")
+    conn.connection_lost(ConnectionResetError())
+    assert isinstance(sink.error, UpstreamResetError) and not isinstance(sink.error, UnreadRequestError)
 
 
 def reused() -> tuple[StreamConnection, Sink, Sink]:
