@@ -139,7 +139,7 @@ async def make_clients(port: int, total: int) -> list[tuple[str, int, Callable[[
 
         return call
 
-    clients.append(("app.dataplane.upstream", total, ours, pool.close))
+    clients.append(("app.upstream.pool", total, ours, pool.close))
 
     loop = asyncio.get_running_loop()
     raw = b"GET /home?id=123456 HTTP/1.1\r\nhost: replica\r\nuser-agent: bench\r\naccept: */*\r\n\r\n"
@@ -220,16 +220,16 @@ async def run(port: int, total: int, concurrency: int, passes: int) -> list[Resu
 
 
 def render(results: list[Result], args: argparse.Namespace) -> str:
-    ours = {r.mode: r for r in results if r.client == "app.dataplane.upstream"}
+    ours = {r.mode: r for r in results if r.client == "app.upstream.pool"}
     lines = [
-        "# app.dataplane.upstream vs other asyncio HTTP clients",
+        "# app.upstream.pool vs other asyncio HTTP clients",
         "",
         f"Backend: bare ASGI app on uvicorn + uvloop + httptools (own process), GET /home → 57-byte JSON. "
         f"Clients on uvloop; {args.requests} requests per run of ours (httpx: a tenth), median of "
         f"{args.passes} passes, each after a warm-up. Python {platform.python_version()}, "
         f"{platform.machine()}, 2 shared cores: compare ratios, not absolutes.",
         "",
-        "| client | mode | wall µs/req | client CPU µs/req | CPU × app.dataplane.upstream |",
+        "| client | mode | wall µs/req | client CPU µs/req | CPU × app.upstream.pool |",
         "|---|---|---:|---:|---:|",
     ]
     for r in results:

@@ -77,7 +77,7 @@ def test_the_vote_page_and_the_docs_link_to_the_dashboard(client: TestClient) ->
 
 
 def test_dashboard_is_served_by_the_lb_itself(lb: RunningLB) -> None:
-    # A reserved path: with the fast path on, it must not be proxied to a replica.
+    # A reserved path: the data plane must not proxy it to a replica.
     response = lb.client.get("/dashboard")
     assert response.status_code == 200 and "content-security-policy" in response.headers
 

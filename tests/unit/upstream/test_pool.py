@@ -1,4 +1,4 @@
-"""app.dataplane.upstream against real servers: a byte-scripted one for edge cases, uvicorn for interop."""
+"""app.upstream.pool against real servers: a byte-scripted one for edge cases, uvicorn for interop."""
 
 from __future__ import annotations
 
