@@ -23,10 +23,23 @@ def failure(status_code: int, message: str, headers: Mapping[str, str] | None = 
     )
 
 
-def describe_validation_error(exc: RequestValidationError) -> str:
+def where_json_broke(body: bytes, position: int) -> str:
+    """`line L column C` (both from 1) of a character position in a request body."""
+    line = body.count(b"\n", 0, position) + 1
+    column = position - (body.rfind(b"\n", 0, position) + 1) + 1
+    return f"line {line} column {column}"
+
+
+def describe_validation_error(exc: RequestValidationError, body: bytes = b"") -> str:
     """One readable sentence from pydantic's error list, e.g. "body.n: Input should be ... (got 0)"."""
     parts = []
     for err in exc.errors():
+        loc = err.get("loc", ())
+        if err.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
+            reason = err.get("ctx", {}).get("error", "")
+            where = where_json_broke(body, loc[1])
+            parts.append(f"malformed JSON at {where}" + (f" ({reason})" if reason else ""))
+            continue
         # An extra field's name is user input: quote long ones (`quote` cuts them to a sane length).
         loc = ".".join(str(p) if len(str(p)) <= 32 else quote(p) for p in err.get("loc", ()))
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
@@ -50,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message = describe_validation_error(exc)
+        message = describe_validation_error(exc, await request.body())
         if "json" not in request.headers.get("content-type", "json"):
             message += " (send the body as JSON with 'Content-Type: application/json')"
         return _answer(request, failure(400, message))

@@ -33,7 +33,7 @@ class MembershipResponse(BaseModel):
 class AddRequest(BaseModel):
     """Body of POST /add: the given names first, generated names for the rest."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "2" or true is not a number
 
     n: int = Field(ge=1, le=256, description="how many replicas to add", examples=[2])
     hostnames: list[str] = Field(
@@ -47,7 +47,7 @@ class RemoveRequest(BaseModel):
     `n` larger than the number of replicas removes them all (`{"n": 10, "hostnames": []}` removes all).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "2" or true is not a number
 
     n: int = Field(ge=1, description="how many replicas to remove", examples=[1])
     hostnames: list[str] = Field(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class VoteRequest(BaseModel):
     """Body of POST /api/vote."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "2" or true is not a number
 
     option: str = Field(
         min_length=1,

@@ -60,7 +60,7 @@ class RouteResponse(BaseModel):
 class PlanRequest(BaseModel):
     """A membership change to evaluate; nothing is changed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "2" or true is not a number
 
     add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=256, description="names that would be added", examples=[["S9"]]

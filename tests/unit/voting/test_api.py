@@ -67,7 +67,7 @@ def test_a_new_vote_replaces_the_old_one(client: TestClient) -> None:
     [
         pytest.param(
             {"content": b'{"option": ', "headers": {"Content-Type": "application/json"}},
-            "Invalid request: body.11: JSON decode error",
+            "Invalid request: malformed JSON at line 1 column 12 (Expecting value)",
             id="malformed-json",
         ),
         pytest.param({"json": {"option": 5}}, NOT_A_STRING, id="wrong-type"),
