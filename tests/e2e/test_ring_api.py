@@ -95,7 +95,7 @@ def test_route_and_plan_errors_use_the_failure_body(ring_lb: RunningLB) -> None:
         (ring_lb.client.get("/route"), 400),
         (ring_lb.client.get("/route", params={"key": ""}), 400),
         (ring_lb.client.post("/ring/plan", json={"remove": ["nope"]}), 400),
-        (ring_lb.client.post("/ring/plan", json={"add": [members[0]]}), 400),
+        (ring_lb.client.post("/ring/plan", json={"add": [members[0]]}), 409),
         (ring_lb.client.post("/ring/plan", json={"add": ["x"], "remove": ["x"]}), 400),
         (ring_lb.client.post("/ring/plan", json={"add": "S9"}), 400),
         (ring_lb.client.post("/ring/plan", json={"bogus": []}), 400),
@@ -104,6 +104,11 @@ def test_route_and_plan_errors_use_the_failure_body(ring_lb: RunningLB) -> None:
         assert response.status_code == status, response.text
         body = response.json()
         assert body["status"] == "failure" and body["message"].startswith("<Error> ")
+    # A name in use: the plan answers as /add would (409, the same message).
+    taken = {"add": [members[0]]}
+    planned = ring_lb.client.post("/ring/plan", json=taken)
+    added = ring_lb.client.post("/add", json={"n": 1, "hostnames": [members[0]]})
+    assert (planned.status_code, planned.json()) == (added.status_code, added.json()) == (409, planned.json())
 
 
 def test_an_empty_plan_moves_nothing(ring_lb: RunningLB) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import MembershipDep, SettingsDep, StrategyDep
 from app.api.schemas import Failure
 from app.control.naming import natural_key
-from app.errors import InvalidRequestError, UnknownReplicaError
+from app.errors import InvalidRequestError, ReplicaExistsError, UnknownReplicaError, quote
 from app.ring import Ring, introspect
 
 router = APIRouter(tags=["ring"])
@@ -136,7 +136,10 @@ async def show_route(
 @router.post(
     "/ring/plan",
     response_model=PlanResponse,
-    responses={400: {"model": Failure, "description": "Unknown name to remove, existing name to add, ..."}},
+    responses={
+        400: {"model": Failure, "description": "Unknown name to remove, too many replicas, ..."},
+        409: {"model": Failure, "description": "A name to add is already in use (as /add answers)"},
+    },
 )
 def plan_change(
     body: PlanRequest, membership: MembershipDep, settings: SettingsDep, strategy: StrategyDep
@@ -150,7 +153,7 @@ def plan_change(
         )
     taken = [name for name in body.add if name in members]
     if taken:
-        raise InvalidRequestError(f"Replica name '{taken[0]}' is already in use")
+        raise ReplicaExistsError(f"Replica name {quote(taken[0])} is already in use")  # as /add says
     if len(members | set(body.add)) > settings.max_replicas:
         raise InvalidRequestError(f"At most {settings.max_replicas} replicas are allowed")
     try:
