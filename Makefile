@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-# Debian packages: test needs a browser and a Docker engine; bench needs nginx and wrk.
-TEST_APT  := chromium chromium-driver docker.io debootstrap
+# Debian packages: test needs a browser, a Docker engine and PostgreSQL; bench needs nginx and wrk.
+TEST_APT  := chromium chromium-driver docker.io debootstrap postgresql
 BENCH_APT := nginx wrk
 
 PYTEST_ARGS ?=
