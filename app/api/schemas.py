@@ -35,7 +35,8 @@ class AddRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)  # "2" or true is not a number
 
-    n: int = Field(ge=1, le=256, description="how many replicas to add", examples=[2])
+    # No upper bound here: LB_MAX_REPLICAS is the one limit, said in one message by the membership.
+    n: int = Field(ge=1, description="how many replicas to add (up to LB_MAX_REPLICAS members)", examples=[2])
     hostnames: list[str] = Field(
         default_factory=list, description="names to use, at most n", examples=[["S5"]]
     )

@@ -57,3 +57,11 @@ def test_lines_and_columns_count_from_one() -> None:
     assert where_json_broke(b"x", 0) == "line 1 column 1"
     assert where_json_broke(b"ab\ncd", 3) == "line 2 column 1"
     assert where_json_broke(b"ab\ncd", 4) == "line 2 column 2"
+
+
+@pytest.mark.parametrize("n", [51, 256, 10_000])
+def test_one_limit_and_one_message_for_n(client: TestClient, n: int) -> None:
+    """LB_MAX_REPLICAS (50 here) is the only bound on /add's n, whatever its size."""
+    response = client.post("/add", json={"n": n})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == f"<Error> Cannot add {n} replicas: at most 50 are allowed (0 now)"
