@@ -146,7 +146,8 @@ class Replica(Generic[HandleT]):
         self.restarts = restarts  # a successor under a new name carries its predecessor's count
         self.attempts = 0  # failed starts in a row, drives the back-off
         self.next_start = 0.0  # monotonic time of the next start while backing off
-        self.last_error: str | None = None
+        self._last_error: str | None = None
+        self.last_error_at: float | None = None  # wall-clock time last_error was set (its setter's)
         self._runtime = runtime
         self._policy = policy
         self._prober = prober
@@ -155,6 +156,17 @@ class Replica(Generic[HandleT]):
 
     def __repr__(self) -> str:
         return f"Replica({self.name!r}, {self.state.value})"
+
+    @property
+    def last_error(self) -> str | None:
+        """Why it last left UP or failed to start; None once heartbeats alone brought it back."""
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, reason: str | None) -> None:
+        # One place stamps the time, so every transition that records an error records when.
+        self._last_error = reason
+        self.last_error_at = None if reason is None else time.time()
 
     # ----- the one place that changes state ------------------------------------------------------
     def _enter(self, state: State, event: str, level: int = logging.INFO, **fields: object) -> None:

@@ -43,6 +43,9 @@ class ReplicaStatus(BaseModel):
     failed_starts: int
     retry_in: float | None
     last_error: str | None
+    last_error_at: float | None = Field(
+        None, description="when last_error happened (Unix time, like last_probe); null with no last_error"
+    )
     task: TaskStatus | None = Field(None, description="the engine's view of its task (swarm runtime)")
     requests: int = Field(description="requests proxied to it since the LB started (under this name)")
     latency_p99_ms: float | None = Field(description="p99 upstream latency of its last 1,024 requests")
@@ -106,7 +109,8 @@ def worker_rows(own: Stats, hub: WorkerHub | None) -> list[WorkerStatus]:
 async def replica_status(
     membership: MembershipDep, strategy: StrategyDep, stats: StatsDep, own: ProcessStatsDep, hub: HubDep
 ) -> StatusResponse:
-    """Per replica: state, consecutive failures, last probe (Unix time), restarts, back-off; the processes."""
+    """Per replica: state, consecutive failures, last probe (Unix time), restarts, back-off, last error
+    and when it happened (last_error_at, Unix time); the processes."""
     now = time.monotonic()
     on_ring = membership.table.upstreams
     members = membership.replicas()
@@ -127,6 +131,7 @@ async def replica_status(
             if m.state is State.BACKOFF and m.next_start > now
             else None,
             last_error=m.last_error,
+            last_error_at=m.last_error_at,
             task=TaskStatus.model_validate(view, from_attributes=True)
             if (view := membership.task(m.name)) is not None
             else None,
