@@ -38,9 +38,11 @@ logger = logging.getLogger(__name__)
 # A guard on bytes buffered inside the parser before a header line completes (exact sizes are checked
 # per header): a single endless header line must not grow memory.
 _SEGMENT_SLACK = 64 * 1024
-# Lingering close: how long and how much of an unwanted request body we read before closing.
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 1024 * 1024
+# Lingering close: how long and how much of an unwanted request body we read and discard before closing.
+# Enough for a client that sends a whole upload before reading (Python's urllib: 50 MB) to see our 413;
+# nginx reads for up to 30 s (lingering_time), with no size bound.
+LINGER_SECONDS = 10.0
+LINGER_BYTES = 64 * 1024 * 1024
 
 
 class ClientConnection(AsgiClientSide):
@@ -92,6 +94,7 @@ class ClientConnection(AsgiClientSide):
         self._drain: asyncio.Future[None] | None = None
         self._pending_error = b""
         self._refused = self._lost = self._in_head = self._head_too_large = self._lingering = False
+        self._said_underscore = False  # the dropped-header line is logged once per connection
         self._head_bytes = self._head_raw = self._lingered = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -229,6 +232,9 @@ class ClientConnection(AsgiClientSide):
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self.limits.max_header_bytes:
             self._head_too_large_error()
+        if b"_" in name:
+            self._drop_underscore_header(name)
+            return
         name = name.lower()
         if name == b"content-length":
             self._length = int(value)  # llhttp has validated it (digits only, no duplicates)
@@ -413,6 +419,17 @@ class ClientConnection(AsgiClientSide):
             self.keep_alive = False
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _drop_underscore_header(self, name: bytes) -> None:
+        """Not forwarded, as nginx's default (underscores_in_headers off): frameworks that read `_` as `-`
+        would take `Transfer_Encoding` for `Transfer-Encoding` and frame the body differently from us."""
+        if not self._said_underscore:
+            self._said_underscore = True
+            logger.info(
+                "dropped request header %r from %s: header names with an underscore are not forwarded",
+                name.decode("latin-1"),
+                f"{self.peer[0]}:{self.peer[1]}" if self.peer else "a client",
+            )
 
     def _head_too_large_error(self) -> None:
         self._head_too_large = True

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -109,3 +111,16 @@ def test_errors_quote_user_input_cut_short(
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.json()["status"] == "failure"
     assert len(answer.content) < 500, answer.text[:1000]
+
+
+@pytest.mark.parametrize("path", ["/home", "/add"])
+def test_a_client_that_sends_50_mb_before_reading_still_gets_the_413(small_lb: RunningLB, path: str) -> None:
+    """urllib writes the whole body before it reads: the LB reads and discards it (lingering close) so the
+    413 is not destroyed by a reset, which the client would see as "Broken pipe"."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{small_lb.port}{path}", data=b"x" * 50_000_000, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=30)
+    assert answer.value.code == 413
+    assert json.loads(answer.value.read())["status"] == "failure"

@@ -338,3 +338,21 @@ def test_a_body_answered_early_is_skipped_and_the_connection_goes_on(edge_lb: Ru
         (s1, _, b1), (s2, _, b2) = read_responses(sock, 2)
     assert s1 == 400 and b"'/nowhere' endpoint does not exist" in b1
     assert s2 == 200 and json.loads(b2)["path"] == "/echo/after"
+
+
+def test_a_header_with_an_underscore_does_not_reach_the_replica(edge_lb: RunningLB) -> None:
+    """Dropped as nginx does: a framework that reads `_` as `-` would frame `Transfer_Encoding` as chunked."""
+    head = (
+        b"POST /echo/underscore?id=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Transfer_Encoding: chunked\r\nX_Api_Key: k\r\nX-Kept: yes\r\nConnection: close\r\n\r\nhi"
+    )
+    with connect(edge_lb) as sock:
+        sock.sendall(head)
+        ((status, _, body),) = read_responses(sock, 1)
+    assert status == 200
+    seen = json.loads(body)
+    names = [name for name, _ in seen["headers"]]
+    assert "x-kept" in names and seen["body"] == "hi"
+    assert not [name for name in names if "_" in name], names
+    assert wait_until(lambda: "'Transfer_Encoding'" in edge_lb.log(), timeout=10)
+    assert "'X_Api_Key'" not in edge_lb.log()  # one line per connection
