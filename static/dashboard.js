@@ -244,6 +244,9 @@
     parts.history = el("div", "history");
     parts.history.setAttribute("aria-hidden", "true");
     parts.error = el("p", "last-error");
+    parts.errorText = el("span", "last-error-text");
+    parts.errorTime = el("time", "last-error-time");
+    parts.error.append(parts.errorText, parts.errorTime);
     const remove = el("button", "remove quiet", "Remove");
     remove.type = "button";
     remove.setAttribute("aria-label", `Remove ${name}`);
@@ -265,6 +268,36 @@
     button.dataset.armed = "";
     button.textContent = "Remove";
     mutate("DELETE", "/rm", { n: 1, hostnames: [name] }, `Removed ${name}.`);
+  }
+
+  // "12 s ago", "3 min ago", ...: from the browser's clock, which may differ a little from the LB's.
+  function ago(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+
+  // The last error, when it happened (relative; the absolute time in the title), red while it holds and
+  // grey once the replica is up again: every error takes a replica out of "up", so a replica that is up
+  // with a last error has been up since that error.
+  function showLastError(parts, row, state, now) {
+    parts.error.hidden = !row.last_error;
+    parts.error.classList.toggle("past", Boolean(row.last_error) && state === "up");
+    if (!row.last_error) {
+      parts.errorText.textContent = "";
+      parts.errorTime.hidden = true;
+      return;
+    }
+    parts.errorText.textContent = `last error: ${row.last_error}`;
+    const at = row.last_error_at;
+    parts.errorTime.hidden = typeof at !== "number";
+    if (typeof at !== "number") return;
+    const when = new Date(at * 1000);
+    parts.errorTime.textContent = ago((now - when.getTime()) / 1000);
+    parts.errorTime.dateTime = when.toISOString();
+    parts.errorTime.title = when.toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "medium" });
   }
 
   function updateCard(row, now) {
@@ -296,8 +329,7 @@
       counters.set(row.name, { t: now, requests: row.requests });
     }
 
-    parts.error.textContent = row.last_error ? `last error: ${row.last_error}` : "";
-    parts.error.hidden = !row.last_error;
+    showLastError(parts, row, state, now);
 
     const seen = history.get(row.name) || [];
     seen.push(stateClass(state));

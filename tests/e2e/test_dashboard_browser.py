@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,21 @@ DESKTOP = {"width": 1280, "height": 1000, "deviceScaleFactor": 1, "mobile": Fals
 WAIT = 30  # seconds; generous: two shared cores run Chromium, the LB and the replicas
 TOKEN = "dashboard-test-token"
 HOSTILE = "<img src=x onerror=alert(1)>"
+RED = "rgb(180, 35, 24)"  # dashboard.css --bad: a last error that still holds
+GREY = "rgb(91, 100, 117)"  # --muted: a last error the replica has been up since
+AGO = re.compile(r"[0-9]+ s ago")
 
 # One snapshot of what the page shows, read in one call so elements cannot go stale in between.
 READ_PAGE = """
+function errorOf(card) {
+  const box = card.querySelector('.last-error');
+  const time = box.querySelector('time');
+  return box.hidden ? null : {
+    text: box.querySelector('.last-error-text').textContent, past: box.classList.contains('past'),
+    colour: getComputedStyle(box).color,
+    time: time.hidden ? null : {ago: time.textContent, title: time.title, datetime: time.dateTime},
+  };
+}
 const cards = {};
 for (const c of document.querySelectorAll('#cards .card')) {
   cards[c.querySelector('.name').textContent] = {
@@ -36,6 +50,7 @@ for (const c of document.querySelectorAll('#cards .card')) {
     rate: c.querySelectorAll('.stats dd')[2].textContent,
     p99: c.querySelectorAll('.stats dd')[3].textContent,
     history: [...c.querySelectorAll('.history span')].map((s) => s.className),
+    error: errorOf(c),
   };
 }
 return {
@@ -163,6 +178,9 @@ def test_a_killed_replica_turns_red_then_green_without_a_reload(
 
     down = wait_for(browser, lambda p: p["cards"][victim]["colour"] == "bad")
     assert down["cards"][victim]["state"] in {"down", "backoff"}
+    error = down["cards"][victim]["error"]  # while it holds: red, with when
+    assert error is not None and not error["past"] and error["colour"] == RED, error
+    assert error["time"] is not None and AGO.fullmatch(error["time"]["ago"]), error
     assert [down["cards"][n]["state"] for n in ("Server 1", "Server 3")] == ["up", "up"]
     browser.save_screenshot(str(screenshot_dir(request) / "down.png"))
 
@@ -172,9 +190,45 @@ def test_a_killed_replica_turns_red_then_green_without_a_reload(
     assert back["cards"][victim]["state"] == "up"
     assert back["cards"][victim]["pid"] == str(replica_pids(lb)[victim])
     assert "bad" in back["cards"][victim]["history"]  # the strip still shows the outage
+    error = back["cards"][victim]["error"]  # kept, but greyed: up since
+    assert error is not None and error["past"] and error["colour"] == GREY, error
     assert victim in back["legend"]
     assert browser.execute_script("return window.__sameDocument === true")  # no reload happened
     browser.save_screenshot(str(screenshot_dir(request) / "up-again.png"))
+
+
+def test_a_replaced_replica_shows_when_its_last_error_was_and_greys_it(
+    lb_factory: LBFactory, browser: WebDriver, request: pytest.FixtureRequest
+) -> None:
+    lb = lb_factory()  # replicas forked from the fork server: replaced in well under a second
+    open_dashboard(browser, lb)
+    first = wait_for(browser, lambda p: [c["state"] for c in p["cards"].values()] == ["up"] * 3)
+    assert [c["error"] for c in first["cards"].values()] == [None] * 3
+    victim = "Server 3"
+    pid = replica_pids(lb)[victim]
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+
+    def replaced(p: dict[str, Any]) -> bool:
+        card = p["cards"][victim]
+        return card["state"] == "up" and card["pid"] not in {"–", str(pid)} and card["error"] is not None
+
+    back = wait_for(browser, replaced)
+    row = lb.status()[victim]
+    assert (row["state"], row["last_error"]) == ("up", "replica exited")
+    at = row["last_error_at"]
+    assert killed_at <= at <= time.time()
+    error = back["cards"][victim]["error"]
+    assert error["text"] == "last error: replica exited"
+    assert error["time"] is not None and AGO.fullmatch(error["time"]["ago"]), error
+    assert datetime.fromisoformat(error["time"]["datetime"]).timestamp() == pytest.approx(at, abs=0.001)
+    assert datetime.fromtimestamp(at).strftime("%H:%M:%S") in error["time"]["title"]  # absolute, local
+    assert error["past"] and error["colour"] == GREY, error  # up since the error: greyed, not red
+    assert [back["cards"][n]["error"] for n in ("Server 1", "Server 2")] == [None, None]
+    browser.save_screenshot(str(screenshot_dir(request) / "last-error.png"))
+    # Relative to now: the next polls count on.
+    later = wait_for(browser, lambda p: p["cards"][victim]["error"]["time"]["ago"] != error["time"]["ago"])
+    assert AGO.fullmatch(later["cards"][victim]["error"]["time"]["ago"])
 
 
 def test_add_from_the_page_asks_for_the_token_and_appears_on_the_ring(
