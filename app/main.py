@@ -101,8 +101,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await pool.start(settings.replicas)
         front.data_plane = plane
-        mode = "compiled" if native.STATE.compiled else "interpreted"
-        logger.info("data plane: the protocol-level exchange serves proxied paths (hot path %s)", mode)
+        mode = "compiled" if native.STATE.compiled else "Python source"
+        logger.info("proxying to the replicas through the data plane (hot path: %s)", mode)
         yield
     finally:
         front.data_plane = None

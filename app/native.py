@@ -56,6 +56,9 @@ MODULES = (
 _FALSE = {"0", "false", "no", "off"}
 
 
+NOT_BUILT = "no compiled build yet; `make native` compiles one (faster)"  # a first run: said, not warned
+
+
 @dataclass(frozen=True)
 class NativeState:
     """Whether the compiled modules are in use, and why not when they are not."""
@@ -69,7 +72,9 @@ class NativeState:
         if self.compiled:
             log.info("hot path compiled with mypyc (%d modules from %s)", len(MODULES), BUILD_DIR)
         else:
-            log.log(logging.INFO if self.chosen else logging.WARNING, "hot path interpreted: %s", self.reason)
+            expected = self.chosen or self.reason == NOT_BUILT
+            level = logging.INFO if expected else logging.WARNING
+            log.log(level, "hot path runs as Python source: %s", self.reason)
 
 
 STATE = NativeState(False, "not checked yet")
@@ -101,7 +106,7 @@ def check(build_dir: Path) -> tuple[dict[str, Path], str]:
     try:
         manifest = json.loads((build_dir / MANIFEST).read_text())
     except FileNotFoundError:
-        return {}, "not built (make native)"
+        return {}, NOT_BUILT
     except (OSError, ValueError) as exc:
         return {}, f"unreadable manifest in {build_dir}: {exc}"
     if manifest.get("cache_tag") != sys.implementation.cache_tag:

@@ -38,7 +38,7 @@ def test_a_build_that_matches_the_sources_is_used(tmp_path: Path) -> None:
 
 
 def test_no_build_means_the_python_source(tmp_path: Path) -> None:
-    assert native.check(tmp_path) == ({}, "not built (make native)")
+    assert native.check(tmp_path) == ({}, native.NOT_BUILT)
 
 
 def test_a_changed_source_makes_the_whole_build_unused(tmp_path: Path) -> None:
@@ -150,4 +150,4 @@ def test_without_a_working_compiler_the_build_fails_in_one_line_and_leaves_nothi
     assert done.returncode == 0, done.stderr  # make goes on: the LB runs interpreted
     assert "build_native: FAILED, the LB will run the Python source" in done.stderr
     assert list(tmp_path.iterdir()) == []  # no half build: the staging folder is gone too
-    assert native.check(build_dir) == ({}, "not built (make native)")
+    assert native.check(build_dir) == ({}, native.NOT_BUILT)
