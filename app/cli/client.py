@@ -1,7 +1,8 @@
-"""One HTTP call to the LB per command, every failure turned into a one-line CliError with an exit code."""
+"""One HTTP call to the LB per command; every failure a one-line CliError that names the LB."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,14 @@ EXIT_USAGE = 2  # bad options or arguments (click's own code for usage errors)
 EXIT_UNREACHABLE = 3  # no answer: nothing listens at --url, DNS, or a timeout
 
 DEFAULT_URL = "http://127.0.0.1:5000"
+DEFAULT_TIMEOUT = 30.0
 ERROR_PREFIX = "<Error> "
+LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: line breaks become one space; other spaces stay as they are (names keep theirs)."""
+    return LINE_BREAKS.sub(" ", text).strip()
 
 
 class CliError(Exception):
@@ -22,7 +30,7 @@ class CliError(Exception):
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.message = " ".join(message.split())  # one line, whatever the server sent
+        self.message = one_line(message)  # whatever the server sent
         self.code = code
 
 
@@ -32,7 +40,12 @@ class LBClient:
 
     url: str = DEFAULT_URL
     token: str | None = None
-    timeout: float = 30.0
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def address(self) -> str:
+        """The LB as every error line names it: --url without a trailing slash."""
+        return self.url.rstrip("/") or self.url
 
     def call(
         self,
@@ -47,39 +60,40 @@ class LBClient:
         sent = dict(headers or {})
         if self.token:
             sent["Authorization"] = f"Bearer {self.token}"
-        target = self.url.rstrip("/") + path
+        where = f"{method} {path}"
         try:
             response = httpx.request(
-                method, target, json=json, params=params, headers=sent, timeout=self.timeout
+                method, self.address + path, json=json, params=params, headers=sent, timeout=self.timeout
             )
         except httpx.TimeoutException as exc:
             raise CliError(
-                f"the load balancer at {self.url} did not answer within {self.timeout:g}s ({exc!r})",
+                f"{self.address}: no answer to {where} within {self.timeout:g}s ({type(exc).__name__})",
                 EXIT_UNREACHABLE,
             ) from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise CliError(f"invalid --url {self.url!r}: {exc}", EXIT_USAGE) from exc
+            raise CliError(f"{self.address}: not a usable --url: {exc}", EXIT_USAGE) from exc
         except httpx.HTTPError as exc:
             raise CliError(
-                f"cannot reach the load balancer at {self.url}: {exc or type(exc).__name__}", EXIT_UNREACHABLE
+                f"{self.address}: cannot reach the load balancer: {exc or type(exc).__name__}",
+                EXIT_UNREACHABLE,
             ) from exc
-        return self._body(method, path, response)
+        return self._body(where, response)
 
-    def _body(self, method: str, path: str, response: httpx.Response) -> Any:
+    def _body(self, where: str, response: httpx.Response) -> Any:
         try:
             body = response.json()
         except ValueError:
             body = None
         if response.is_success and body is not None:
             return body
+        answered = f"{self.address} answered {response.status_code} to {where}"
+        if response.is_success:
+            raise CliError(f"{answered}, not JSON", EXIT_REFUSED)
         message = _message(body) or response.text.strip()[:200] or response.reason_phrase
-        where = f"{method} {path}"
         if response.status_code == 401:
             hint = "the token was not accepted" if self.token else "pass --token or set CHLB_TOKEN"
-            raise CliError(f"refused: {message} (HTTP 401 on {where}; {hint})", EXIT_REFUSED)
-        if response.is_success:
-            raise CliError(f"unexpected answer to {where}: not JSON", EXIT_REFUSED)
-        raise CliError(f"{message} (HTTP {response.status_code} on {where})", EXIT_REFUSED)
+            raise CliError(f"{answered}: {message} ({hint})", EXIT_REFUSED)
+        raise CliError(f"{answered}: {message}", EXIT_REFUSED)
 
 
 def _message(body: Any) -> str | None:

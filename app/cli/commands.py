@@ -6,26 +6,27 @@ Exit codes: 0 ok, 1 the LB refused (401) or answered an error, 2 usage, 3 the LB
 from __future__ import annotations
 
 import getpass
-import json
 import re
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console, RenderableType
+from rich.console import RenderableType
 from rich.live import Live
 from rich.text import Text
 
 from app.cli import render
-from app.cli.client import DEFAULT_URL, EXIT_OK, CliError, LBClient
+from app.cli.client import DEFAULT_TIMEOUT, DEFAULT_URL, EXIT_OK, CliError
+from app.cli.session import JsonOpt, Options, Session, TimeoutOpt, TokenOpt, UrlOpt, shares_options
 
 HELP = f"""Operate a running chlb load balancer over HTTP (default {DEFAULT_URL}).
 
+--url, --token, --timeout and --json go before or after the command: `chlb rep --url URL`.
+
 Exit codes: 0 ok, 1 the LB refused (401: no or wrong token) or answered an error (its message is printed),
-2 usage error, 3 the LB is unreachable or did not answer in time.
+2 usage error, 3 the LB is unreachable or did not answer in time. Every error line names the LB's address.
 """
 
 cli = typer.Typer(
@@ -34,67 +35,27 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: flags show as flags (typer's rich panels print `--json <bool>`).
+    rich_markup_mode=None,
 )
-
-
-@dataclass
-class Session:
-    """What every command shares: the client, the output mode and the console."""
-
-    client: LBClient
-    as_json: bool
-    console: Console
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The LB's answer, or one line on stderr and the exit code."""
-        try:
-            return self.client.call(method, path, **kwargs)
-        except CliError as exc:
-            fail(exc)
-
-    def show(self, body: Any, renderable: RenderableType | str) -> None:
-        """The raw JSON with --json (for scripts), else the human view."""
-        if self.as_json:
-            typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
-        elif isinstance(renderable, str):
-            typer.echo(renderable)
-        else:
-            self.console.print(renderable)
-
-
-def fail(exc: CliError) -> NoReturn:
-    """Report on stderr (one line, no markup: the text may come from the server) and exit."""
-    sys.stderr.write(f"chlb: {exc.message}\n")
-    raise typer.Exit(exc.code)
-
-
-def session_of(ctx: typer.Context) -> Session:
-    session: Session = ctx.obj
-    return session
 
 
 @cli.callback()
 def options(
     ctx: typer.Context,
-    url: Annotated[str, typer.Option(envvar="CHLB_URL", help="where the LB listens")] = DEFAULT_URL,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="CHLB_TOKEN", help="admin token, sent as 'Authorization: Bearer'", show_default=False
-        ),
-    ] = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for each answer")] = 30.0,
-    as_json: Annotated[bool, typer.Option("--json", help="print the LB's JSON answer as it is")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Options shared by every command."""
-    # highlight=False: rich would colour numbers inside replica names and error texts.
-    ctx.obj = Session(LBClient(url, token, timeout), as_json, Console(highlight=False))
+    """Options shared by every command (also accepted after the command's name)."""
+    ctx.obj = Options(url, token, timeout, as_json)
 
 
 @cli.command()
-def rep(ctx: typer.Context) -> None:
-    """List the replicas (the desired members, natural-sorted), one per line."""
-    session = session_of(ctx)
+@shares_options
+def rep(session: Session) -> None:
+    """List the replicas, one per line. The desired members, natural-sorted."""
     body = session.call("GET", "/rep")
     session.show(body, "\n".join(body["message"]["replicas"]))
 
@@ -105,8 +66,7 @@ CountOpt = Annotated[
 ]
 
 
-def _membership_change(ctx: typer.Context, method: str, path: str, names: list[str], n: int | None) -> None:
-    session = session_of(ctx)
+def _membership_change(session: Session, method: str, path: str, names: list[str], n: int | None) -> None:
     before = set(session.call("GET", "/rep")["message"]["replicas"])
     body = session.call(method, path, json={"n": n or max(1, len(names)), "hostnames": names})
     after: list[str] = body["message"]["replicas"]
@@ -116,31 +76,35 @@ def _membership_change(ctx: typer.Context, method: str, path: str, names: list[s
 
 
 @cli.command()
-def add(ctx: typer.Context, names: NamesArg = None, n: CountOpt = None) -> None:
-    """Add replicas: the NAMES given first, generated names for the rest (`chlb add -n 2 S5`)."""
-    _membership_change(ctx, "POST", "/add", names or [], n)
+@shares_options
+def add(session: Session, names: NamesArg = None, n: CountOpt = None) -> None:
+    """Add replicas. The NAMES given first, generated names for the rest: `chlb add -n 2 S5`."""
+    _membership_change(session, "POST", "/add", names or [], n)
 
 
 @cli.command()
-def rm(ctx: typer.Context, names: NamesArg = None, n: CountOpt = None) -> None:
-    """Remove replicas: the NAMES given first, then the newest (`chlb rm S5`, `chlb rm -n 2`)."""
-    _membership_change(ctx, "DELETE", "/rm", names or [], n)
+@shares_options
+def rm(session: Session, names: NamesArg = None, n: CountOpt = None) -> None:
+    """Remove replicas. The NAMES given first, then the newest: `chlb rm S5`, `chlb rm -n 2`."""
+    _membership_change(session, "DELETE", "/rm", names or [], n)
 
 
 @cli.command()
+@shares_options
 def status(
-    ctx: typer.Context,
+    session: Session,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until Ctrl-C (or a bound)")] = False,
     interval: Annotated[float, typer.Option(min=0.1, help="seconds between refreshes")] = 1.0,
     count: Annotated[int | None, typer.Option(min=1, help="with --watch: stop after this many")] = None,
     duration: Annotated[float | None, typer.Option(min=0.0, help="with --watch: stop after seconds")] = None,
     wide: Annotated[bool, typer.Option("--wide", help="also the address and requests in flight")] = False,
 ) -> None:
-    """Per-replica state, restarts, requests, p99 and last error; --watch shows a live table."""
-    session = session_of(ctx)
+    """Each replica's state, requests, p99 and last error. --watch redraws it live."""
     if not watch:
         body = session.call("GET", "/status")
-        session.show(body, render.status_table(body, wide=wide))
+        # --wide: every column whole, however wide; else fitted to the terminal.
+        table = render.status_table(body, wide=wide, width=None if wide else session.width)
+        session.show(body, table, whole=wide)
         return
     code = watch_status(session, interval, count, duration, wide)
     raise typer.Exit(code)
@@ -169,13 +133,14 @@ def watch_status(
                     counters = {r["name"]: r["requests"] for r in body["replicas"] if "requests" in r}
                     rates = _rates(previous, now, counters)
                     previous = (now, counters)
-                    table = render.status_table(body, rates, wide)
-                    table.caption = f"updated {time.strftime('%H:%M:%S')}, every {interval:g}s; Ctrl-C stops"
-                    view = table
+                    # A live table always fits: a terminal wrapping its lines would break the redraw.
+                    width = None if wide and not live else session.width
+                    updated = f"updated {time.strftime('%H:%M:%S')}, every {interval:g}s; Ctrl-C stops"
+                    view = render.status_table(body, rates, wide, width, caption=updated)
                 if isinstance(screen, Live):
                     screen.update(view, refresh=True)
                 elif body is not None:
-                    session.show(body, view)
+                    session.show(body, view, whole=wide)
                 else:
                     sys.stderr.write(f"chlb: {last_error}\n")
                 polls += 1
@@ -201,32 +166,32 @@ def _rates(
 
 
 @cli.command()
-def ring(ctx: typer.Context) -> None:
-    """Each replica's share of a key sample (and the circle's points for ring strategies)."""
-    session = session_of(ctx)
+@shares_options
+def ring(session: Session) -> None:
+    """Each replica's share of a key sample. Ring strategies: the circle's points too."""
     body = session.call("GET", "/ring")
     session.show(body, render.ring_table(body))
 
 
 @cli.command()
-def route(ctx: typer.Context, key: Annotated[str, typer.Argument(help="a request key (the id)")]) -> None:
-    """Which replica serves KEY now, and the replicas a retry would try next."""
-    session = session_of(ctx)
+@shares_options
+def route(session: Session, key: Annotated[str, typer.Argument(help="a request key (the id)")]) -> None:
+    """Which replica serves KEY now. Also the replicas a retry would try next."""
     body = session.call("GET", "/route", params={"key": key})
     fallbacks = ", ".join(body.get("fallbacks", [])) or "none"
     session.show(body, f"{body['replica']}\nfallbacks: {fallbacks}")
 
 
 @cli.command()
+@shares_options
 def plan(
-    ctx: typer.Context,
+    session: Session,
     add: Annotated[list[str] | None, typer.Option("--add", help="a name to add (repeat)")] = None,
     remove: Annotated[list[str] | None, typer.Option("--remove", help="a name to remove (repeat)")] = None,
 ) -> None:
-    """What if: how many keys an add or remove would move, without changing anything."""
+    """What if: how many keys an add or remove would move. Changes nothing."""
     if not add and not remove:
         raise typer.BadParameter("give at least one --add NAME or --remove NAME")
-    session = session_of(ctx)
     body = session.call("POST", "/ring/plan", json={"add": add or [], "remove": remove or []})
     session.show(body, render.plan_table(body))
 
@@ -244,16 +209,16 @@ def default_voter() -> str:
 
 
 @cli.command()
+@shares_options
 def vote(
-    ctx: typer.Context,
+    session: Session,
     option: Annotated[str, typer.Argument(help="e.g. docker, kubernetes, helm, prometheus")],
     voter: Annotated[
         str | None,
         typer.Option(envvar="CHLB_VOTER", help="voter id (default cli-<login>)", show_default=False),
     ] = None,
 ) -> None:
-    """Vote for OPTION (again to change the vote) and show the counts."""
-    session = session_of(ctx)
+    """Vote for OPTION and show the counts. Vote again to change your vote."""
     body = session.call(
         "POST", "/api/vote", json={"option": option}, headers={"X-Voter-Id": voter or default_voter()}
     )

@@ -3,10 +3,14 @@ replica names are user input, and `[red]` in a name must print as those five cha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from rich import box
+from rich.console import Console, JustifyMethod, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -45,39 +49,110 @@ def _table(title: str) -> Table:
     )
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of `chlb status`: its header and how a /status row (and its req/s) fills it."""
+
+    header: str
+    cell: Callable[[Mapping[str, Any], float | None], Text]
+    justify: JustifyMethod = "left"
+
+
+def _state(row: Mapping[str, Any], rate: float | None) -> Text:
+    state = str(row.get("state", "?"))
+    return _cell(state, STATE_STYLES.get(state, ""))
+
+
+COLUMNS = {
+    "replica": Column("replica", lambda row, rate: _cell(row.get("name"), "bold")),
+    "state": Column("state", _state),
+    "ring": Column("ring", lambda row, rate: _cell("yes" if row.get("on_ring") else "no")),
+    "address": Column("address", lambda row, rate: _cell(row.get("address"))),
+    "pid": Column("pid", lambda row, rate: _cell(row.get("pid")), "right"),
+    "restarts": Column("restarts", lambda row, rate: _number(row.get("restarts")), "right"),
+    "requests": Column("requests", lambda row, rate: _number(row.get("requests")), "right"),
+    "req/s": Column("req/s", lambda row, rate: _number(rate, 1), "right"),
+    "in flight": Column("in flight", lambda row, rate: _number(row.get("in_flight")), "right"),
+    "p99 ms": Column("p99 ms", lambda row, rate: _number(row.get("latency_p99_ms"), 1), "right"),
+    "last error": Column("last error", lambda row, rate: _cell(row.get("last_error"), "red")),
+}
+WIDE = list(COLUMNS)
+NARROW = ["replica", "state", "ring", "pid", "restarts", "requests", "req/s", "p99 ms", "last error"]
+DROP_ORDER = ["pid", "ring", "restarts", "req/s", "p99 ms", "requests"]  # least useful first
+ERROR_ROOM = 30  # the last error wraps at spaces in this many columns before other columns go
+
+
 def status_table(
-    body: Mapping[str, Any], rates: Mapping[str, float] | None = None, wide: bool = False
+    body: Mapping[str, Any],
+    rates: Mapping[str, float] | None = None,
+    wide: bool = False,
+    width: int | None = None,
+    caption: str = "",
 ) -> Table:
-    """GET /status as a table; `rates` (requests/s per replica) need two polls, so only --watch has them."""
+    """GET /status as a table that fits in `width` columns (None: no limit, nothing cut).
+
+    `rates` (requests/s per replica) need two polls, so only --watch has them (and the req/s column).
+    `wide` shows every column; otherwise a narrow terminal loses those in DROP_ORDER first (the caption,
+    under which `caption` goes, says which). Nothing is broken inside a word: the last error wraps at
+    spaces, and a word or value that still does not fit ends in an ellipsis.
+    """
     rows: list[dict[str, Any]] = list(body.get("replicas", []))
     up = sum(1 for row in rows if row.get("state") == "up")
-    title = f"strategy {body.get('strategy', '?')}: {len(rows)} replicas, {up} up"
-    table = _table(title)
-    table.add_column("replica", no_wrap=True)
-    for header in ("state", "ring"):
-        table.add_column(header, no_wrap=True)
-    if wide:
-        table.add_column("address", no_wrap=True)
-    for header in ("pid", "restarts", "requests", "req/s", *(("in flight",) if wide else ()), "p99 ms"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("last error", overflow="fold", ratio=1)
-    for row in rows:
-        state = str(row.get("state", "?"))
-        rate = (rates or {}).get(str(row.get("name")))
-        table.add_row(
-            _cell(row.get("name"), "bold"),
-            _cell(state, STATE_STYLES.get(state, "")),
-            _cell("yes" if row.get("on_ring") else "no"),
-            *((_cell(row.get("address")),) if wide else ()),
-            _cell(row.get("pid")),
-            _number(row.get("restarts")),
-            _number(row.get("requests")),
-            _number(rate, 1),
-            *((_number(row.get("in_flight")),) if wide else ()),
-            _number(row.get("latency_p99_ms"), 1),
-            _cell(row.get("last_error"), "red"),
+    shown = list(WIDE if wide else NARROW)
+    if rates is None and not wide:
+        shown.remove("req/s")  # a column of dashes
+    cells = {
+        name: [COLUMNS[name].cell(row, (rates or {}).get(str(row.get("name")))) for row in rows]
+        for name in shown
+    }
+    hidden = _narrowed(shown, cells, width) if width is not None and not wide else []
+    table = _table(f"strategy {body.get('strategy', '?')}: {len(rows)} replicas, {up} up")
+    if hidden:
+        caption = f"hidden at {width} columns: {', '.join(hidden)} (--wide shows all)\n{caption}".strip()
+    if caption:
+        table.caption = Text(caption)
+    for name in shown:
+        wraps = name == "last error" and width is not None  # at spaces only: overflow is ellipsis
+        table.add_column(
+            COLUMNS[name].header,
+            justify=COLUMNS[name].justify,
+            no_wrap=not wraps,
+            overflow="ellipsis",
         )
+    for i in range(len(rows)):
+        table.add_row(*(cells[name][i] for name in shown))
     return table
+
+
+def _narrowed(shown: list[str], cells: Mapping[str, list[Text]], width: int) -> list[str]:
+    """Remove from `shown` the columns that leave the last error less than ERROR_ROOM; return them."""
+
+    def natural(name: str) -> int:
+        return max([len(COLUMNS[name].header), *(cell.cell_len for cell in cells[name])])
+
+    errors = [cell.cell_len for cell in cells.get("last error", [])]
+    room = min(ERROR_ROOM, max([len("last error"), *errors]))
+    hidden: list[str] = []
+    for name in DROP_ORDER:
+        others = [other for other in shown if other != "last error"]
+        # SIMPLE_HEAD, no edge padding: one space at each edge, three between columns.
+        if sum(map(natural, others)) + 3 * len(others) + 2 + room <= width:
+            break
+        if name in shown:
+            shown.remove(name)
+            hidden.append(name)
+    return hidden
+
+
+def natural_width(renderable: RenderableType) -> int:
+    """How wide `renderable` is when nothing limits it (for --wide, which may exceed the terminal)."""
+    console = Console(width=100_000, file=io.StringIO())
+    return Measurement.get(console, console.options, renderable).maximum
+
+
+def names(replicas: Iterable[str]) -> str:
+    """Names joined with ", "; those with edge spaces or a comma quoted, so their spaces show."""
+    return ", ".join(f"'{name}'" if name != name.strip() or "," in name else name for name in replicas)
 
 
 def ring_table(body: Mapping[str, Any]) -> Table:
