@@ -18,6 +18,7 @@ from tests.ports import free_port
 
 MAKE_ENV_NOISE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")  # set when the suite runs under make
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+DOCS = sorted(str(page.relative_to(ROOT)) for page in (ROOT / "docs").glob("*.md"))  # the README links them
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -42,7 +43,7 @@ def fresh_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/contract.md"])
+@pytest.mark.parametrize("document", ["README.md", *DOCS])
 def test_links_point_to_files_in_the_repository(fresh_copy: Path, document: str) -> None:
     text = (fresh_copy / document).read_text()
     targets = [t for t in LINK.findall(text) if not t.startswith(("http://", "https://", "#"))]
