@@ -4,11 +4,16 @@ The fork server imports FastAPI, uvicorn and the replica app once (its preload m
 app.runtimes.forkserver_preload); each replica is then a fork that only builds its app and serves, so
 a replacement answers in tens of milliseconds instead of the ~1 s a cold interpreter needs to import
 FastAPI. This module is imported on both sides: the LB starts the fork server and holds ForkedReplica
-objects; the forks run `serve`.
+objects; the forks run `serve`. Without the fork server (the LB's __main__ cannot be re-imported), the
+LB execs `python -m app.runtimes.forkserver --fd N` instead, which serves the same way.
+
+Every process here names itself for `ps` (setproctitle rewrites its argv): `chlb fork server`, and
+`chlb replica <name>` for each replica, instead of multiprocessing's `python -B -c from ...`.
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -21,11 +26,29 @@ import subprocess
 import sys
 
 import uvicorn
+from setproctitle import setproctitle
 
 from app.lifeline import die_with_parent
 from replica_service.app import create_app
 
 PRELOAD = "app.runtimes.forkserver_preload"
+
+
+def replica_title(name: str) -> str:
+    """What `ps` shows for a replica process, e.g. `chlb replica Server 1`."""
+    return f"chlb replica {name}"
+
+
+def set_title(title: str) -> None:
+    """Name this process in ps by rewriting its argv, and only its argv.
+
+    SPT_NOENV, read by the process's first setproctitle(): without it, a title longer than the
+    original command line takes over the environment's memory, and /proc/<pid>/environ (which
+    operators and tests read) comes back empty. With it, such a title is cut to that length instead:
+    the fork server's command line is long, the exec'd replica's shorter (a long name may be cut).
+    """
+    os.environ["SPT_NOENV"] = "1"
+    setproctitle(title)
 
 
 def main_is_reimportable() -> bool:
@@ -86,10 +109,34 @@ class ForkedReplica:
 
 def serve(server_id: str, sock: socket.socket) -> None:
     """The fork's entry point: die with the fork server (which dies with the LB), then serve on `sock`."""
+    set_title(replica_title(server_id))  # first: until then ps shows the fork server's command
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's own handler
     fork_server = os.environ.get("CHLB_FORKSERVER_PID")
     die_with_parent(int(fork_server) if fork_server else None)
     os.setsid()  # Ctrl-C at the terminal reaches the LB only; it stops replicas in order
     os.environ["SERVER_ID"] = server_id
+    run_replica(server_id, sock)
+
+
+def run_replica(server_id: str, sock: socket.socket) -> None:
+    """Serve the replica app on a socket the LB bound (forked or exec'd alike)."""
     config = uvicorn.Config(create_app(server_id), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The exec'd replica: `python -m app.runtimes.forkserver --fd N`, named by $SERVER_ID.
+
+    The LB started it in its own session, to die with the LB (process.ProcessRuntime._spawn).
+    """
+    parser = argparse.ArgumentParser(description="Serve one replica on an inherited, bound socket.")
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    server_id = os.environ.get("SERVER_ID", "unknown")
+    set_title(replica_title(server_id))
+    # socket(fileno=) finds the real family (TCP), so accepted connections get TCP_NODELAY.
+    run_replica(server_id, socket.socket(fileno=args.fd))
+
+
+if __name__ == "__main__":
+    main()

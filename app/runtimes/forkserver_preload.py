@@ -2,7 +2,8 @@
 
 It makes the fork server die with the LB, so its replicas (which die with the fork server) never
 outlive an LB killed with SIGKILL, and it imports FastAPI and uvicorn once for every replica forked.
-The LB puts its pid in CHLB_LB_PID; the fork server puts its own in CHLB_FORKSERVER_PID for the forks.
+The LB puts its pid in CHLB_LB_PID; the fork server puts its own in CHLB_FORKSERVER_PID for the forks,
+and names itself `chlb fork server` in ps.
 When the LB dies without its clean-up (SIGKILL), the fork server removes the LB's multiprocessing folder
 (CHLB_FORKSERVER_TMP, where its own socket lives) on its way out.
 """
@@ -15,6 +16,8 @@ import shutil
 import signal
 import time
 from types import FrameType
+
+from setproctitle import setproctitle
 
 from app.lifeline import die_with_parent
 
@@ -54,5 +57,9 @@ if _lb_pid and os.getppid() != int(_lb_pid):  # it died before we asked for the 
     _remove_lb_folder()
     os._exit(1)
 os.environ["CHLB_FORKSERVER_PID"] = str(_fork_server_pid)
+# For ps, instead of `python -B -c from multiprocessing.forkserver ...`; argv only, not the environment
+# (as forkserver.set_title, which is not imported yet: it comes with the heavy imports).
+os.environ["SPT_NOENV"] = "1"
+setproctitle("chlb fork server")
 
 from app.runtimes import forkserver  # noqa: E402, F401 - the preload itself: FastAPI, uvicorn, the app

@@ -55,7 +55,8 @@ class ProcessHandle(ReplicaHandle):
         return self.process
 
 
-EXEC_REPLICA = [sys.executable, "-m", "replica_service", "--fd", "{fd}"]
+# The fork server's replica, exec'd: the same app, and titled `chlb replica <name>` in ps likewise.
+EXEC_REPLICA = [sys.executable, "-m", "app.runtimes.forkserver", "--fd", "{fd}"]
 
 
 class ProcessRuntime:
