@@ -32,7 +32,7 @@ from app.runtimes import make_runtime
 from app.runtimes.engine import EngineRuntime
 from app.settings import Settings
 from app.voting import routes as vote_routes
-from app.voting.store import VoteStore
+from app.voting.store import open_vote_store
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.strategy = strategy
     app.state.stats = stats
     app.state.membership = pool
-    app.state.votes = VoteStore(settings.db_path, settings.vote_options)  # early: bad options fail fast
+    app.state.votes = open_vote_store(settings)  # early: bad options fail fast (PostgreSQL: no I/O yet)
     # Whether a token is set, never the token itself.
     logger.info("admin token %s", "set: mutations need it" if settings.admin_token else "unset")
     try:
@@ -107,7 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         front.data_plane = None
         await pool.close()
-        app.state.votes.close()
+        await app.state.votes.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

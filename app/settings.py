@@ -55,6 +55,18 @@ def check_db_path(path: Path) -> Path:
     return path
 
 
+def read_secret(name: str, path: Path) -> SecretStr:
+    """A secret from a file (a Swarm or Kubernetes secret): its text without surrounding whitespace."""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"{name}={path} cannot be read: {reason}") from None
+    if not text:
+        raise ValueError(f"{name}={path} is empty")
+    return SecretStr(text)
+
+
 class Settings(BaseSettings):
     """Every knob of the LB; `LB_<FIELD>` in the environment overrides the default."""
 
@@ -168,6 +180,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="when set, mutating control routes need 'Authorization: Bearer <token>'"
     )
+    admin_token_file: Path | None = Field(
+        None, description="read the admin token from this file (e.g. a Swarm secret); not with LB_ADMIN_TOKEN"
+    )
     balance_factor: float | None = Field(
         None, ge=1.0, le=100.0, description="bounded loads: cap per replica = factor x mean in-flight"
     )
@@ -175,6 +190,19 @@ class Settings(BaseSettings):
     # Voting
     db_path: Path = Path("data/votes.sqlite3")
     vote_options: JsonList = ["kubernetes", "docker", "helm", "prometheus"]
+    votes_url: SecretStr | None = Field(
+        None,
+        description="postgresql://user@host:port/db: keep votes in PostgreSQL, shared by every LB instance"
+        " (LB_DB_PATH is then unused); unset: the SQLite file at LB_DB_PATH",
+    )
+    votes_password: SecretStr | None = Field(None, description="the database password, if not in the URL")
+    votes_password_file: Path | None = Field(
+        None, description="read the database password from this file (e.g. a Swarm secret)"
+    )
+    votes_pool_size: int = Field(4, ge=1, le=64, description="connections to the vote database at most")
+    votes_timeout: float = Field(
+        2.0, gt=0, le=60, description="seconds to connect to or query the vote database; then 503"
+    )
 
     compiled: bool = Field(
         True,
@@ -184,11 +212,32 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(False, description="one log line per request (uvicorn access log); costs speed")
 
-    @field_validator("admin_token", mode="after")
+    @field_validator("admin_token", "votes_url", "votes_password", mode="after")
     @classmethod
-    def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+    def _empty_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """LB_ADMIN_TOKEN= (empty, e.g. from compose's ${VAR:-}) means no token, not an empty one."""
         return value if value is not None and value.get_secret_value() else None
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Self:
+        # In the model, not per field: a field error would print the value it got, and these are secrets.
+        if self.admin_token_file is not None:
+            if self.admin_token is not None:
+                raise ValueError("set LB_ADMIN_TOKEN or LB_ADMIN_TOKEN_FILE, not both")
+            self.admin_token = read_secret("LB_ADMIN_TOKEN_FILE", self.admin_token_file)
+        if self.votes_password_file is not None:
+            if self.votes_password is not None:
+                raise ValueError("set LB_VOTES_PASSWORD or LB_VOTES_PASSWORD_FILE, not both")
+            self.votes_password = read_secret("LB_VOTES_PASSWORD_FILE", self.votes_password_file)
+        return self
+
+    @model_validator(mode="after")
+    def _check_votes_url(self) -> Self:
+        if self.votes_url is not None:
+            scheme = self.votes_url.get_secret_value().partition("://")[0]
+            if scheme not in ("postgresql", "postgres"):  # the URL may hold a password: never echo it
+                raise ValueError("LB_VOTES_URL must start with postgresql:// (its value is not shown)")
+        return self
 
     @field_validator("vote_options")
     @classmethod

@@ -13,7 +13,12 @@ from tests.runtimes import RUNTIMES, RuntimeUnderTest
 
 __all__ = ["echo_command"]  # tests import it from here too
 
-pytest_plugins = ["tests.docker_support", "tests.swarm_support", "tests.browser_support"]
+pytest_plugins = [
+    "tests.docker_support",
+    "tests.swarm_support",
+    "tests.browser_support",
+    "tests.postgres_support",
+]
 
 
 @pytest.fixture(autouse=True)

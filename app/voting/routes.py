@@ -1,6 +1,8 @@
 """The poll: POST /api/vote, GET /api/votes and the /vote page with live counts.
 
-Routes that touch SQLite are plain `def`, so FastAPI runs them in its threadpool, off the event loop.
+The routes are async and depend on the VoteStore Protocol only: the SQLite store does its blocking
+calls in a worker thread, the PostgreSQL store talks asyncpg. While the database is unreachable, the
+store raises VotesUnavailableError: a 503 with one line, and nothing else of the LB is affected.
 """
 
 from __future__ import annotations
@@ -83,13 +85,17 @@ def _checked(voter_id: str, source: str) -> str:
 VoterIdDep = Annotated[str, Depends(get_voter_id)]
 
 _FAILURE = {"model": Failure, "description": "malformed body, unknown option, or missing/invalid voter id"}
+_UNAVAILABLE = {"model": Failure, "description": "the vote database cannot be reached (LB_VOTES_URL)"}
 _COUNTS_EXAMPLE = {"docker": 4, "helm": 1, "kubernetes": 7, "prometheus": 2}
 
 
 @router.post(
-    "/api/vote", response_model=VoteResult, responses={400: _FAILURE}, summary="Cast or change your vote"
+    "/api/vote",
+    response_model=VoteResult,
+    responses={400: _FAILURE, 503: _UNAVAILABLE},
+    summary="Cast or change your vote",
 )
-def cast_vote(body: VoteRequest, store: VoteStoreDep, voter_id: VoterIdDep) -> VoteResult:
+async def cast_vote(body: VoteRequest, store: VoteStoreDep, voter_id: VoterIdDep) -> VoteResult:
     """Record the caller's vote and return the counts after it.
 
     One vote per voter: a new vote replaces the voter's previous one. The voter is identified by
@@ -100,7 +106,7 @@ def cast_vote(body: VoteRequest, store: VoteStoreDep, voter_id: VoterIdDep) -> V
     Without either, the answer is 400. An unknown option, a malformed or non-JSON body, a wrong type
     or an extra field is also a 400 with a `message`, and nothing is recorded.
     """
-    return VoteResult(votes=store.vote(voter_id, body.option))
+    return VoteResult(votes=await store.vote(voter_id, body.option))
 
 
 @router.get(
@@ -110,9 +116,10 @@ def cast_vote(body: VoteRequest, store: VoteStoreDep, voter_id: VoterIdDep) -> V
     responses={
         200: {"content": {"application/json": {"example": _COUNTS_EXAMPLE}}},
         304: {"description": "Nothing changed since the ETag given in If-None-Match"},
+        503: _UNAVAILABLE,
     },
 )
-def read_votes(
+async def read_votes(
     store: VoteStoreDep,
     if_none_match: Annotated[
         str | None, Header(description="an ETag from an earlier answer: 304 if the counts are unchanged")
@@ -125,11 +132,11 @@ def read_votes(
     """
     # Version before counts: a vote landing in between makes the tag older than the data (one spare
     # refresh later), never newer (which would hide that vote from pollers until the next one).
-    etag = f'"{store.instance}-{store.version}"'
+    etag = f'"{await store.revision()}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    return JSONResponse(store.tally(), headers=headers)
+    return JSONResponse(await store.tally(), headers=headers)
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
@@ -163,18 +170,20 @@ def describe_options(counts: dict[str, int], order: tuple[str, ...]) -> list[Opt
     ]
 
 
-@router.get("/vote", response_class=HTMLResponse, summary="The voting page")
-def vote_page(
+@router.get(
+    "/vote", response_class=HTMLResponse, responses={503: _UNAVAILABLE}, summary="The voting page"
+)
+async def vote_page(
     request: Request,
     store: VoteStoreDep,
     voter_id: Annotated[str | None, Cookie(include_in_schema=False)] = None,
 ) -> HTMLResponse:
     """HTML page with live counts; gives the browser a random `voter_id` cookie on its first visit."""
     if voter_id is not None and VOTER_ID_PATTERN.fullmatch(voter_id):
-        choice, new_voter_id = store.choice_of(voter_id), None
+        choice, new_voter_id = await store.choice_of(voter_id), None
     else:
         choice, new_voter_id = None, secrets.token_urlsafe(16)
-    counts = store.tally()
+    counts = await store.tally()
     context = {
         "options": describe_options(counts, store.options),
         "total": sum(counts.values()),

@@ -1,120 +1,67 @@
-"""Durable one-vote-per-voter poll over SQLite.
+"""The seam for where votes live: one Protocol, two stores (SQLite embedded, PostgreSQL shared).
 
-Counts are derived from the voters' rows (GROUP BY), never kept as separate counters, so they cannot
-drift from the votes: a voter's new vote replaces the old row and both counts move together.
+`open_vote_store(settings)` picks one at wiring: PostgreSQL when LB_VOTES_URL is set (every LB instance
+then shows the same counts), else the SQLite file at LB_DB_PATH. Routes depend on the Protocol only.
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
-import sqlite3
-import threading
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from app.errors import InvalidRequestError, quote
-from app.voting.options import OPTION_PATTERN, validate_options
+from app.errors import LoadBalancerError
 
-__all__ = ["OPTION_PATTERN", "VoteStore", "validate_options"]
+if TYPE_CHECKING:
+    from app.settings import Settings
 
-logger = logging.getLogger(__name__)
+__all__ = ["VoteStore", "VotesUnavailableError", "open_vote_store"]
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS votes (
-    voter_id   TEXT PRIMARY KEY,
-    option     TEXT NOT NULL,
-    updated_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS votes_by_option ON votes (option);
-"""
+class VotesUnavailableError(LoadBalancerError):
+    """The vote database cannot be reached right now; the LB keeps serving everything else."""
 
-# The WHERE clause turns a repeated identical vote into a no-op, so `rowcount` says whether anything changed.
-_UPSERT = """
-INSERT INTO votes (voter_id, option, updated_at) VALUES (?, ?, ?)
-ON CONFLICT (voter_id) DO UPDATE SET option = excluded.option, updated_at = excluded.updated_at
-WHERE votes.option != excluded.option
-"""
-
-_COUNT = "SELECT option, COUNT(*) FROM votes GROUP BY option"
+    status_code = 503
 
 
-class VoteStore:
-    """Votes keyed by voter id; every acknowledged vote is committed (fsynced) before `vote` returns.
+class VoteStore(Protocol):
+    """Votes keyed by voter id (one per voter); counts derived from the votes, never kept apart."""
 
-    One connection guarded by a lock, not a connection per thread: SQLite serialises writers anyway,
-    every query here takes microseconds, and a single connection can be closed deterministically by
-    `close()` (per-thread connections would live on in the threadpool's idle workers).
-    """
+    options: tuple[str, ...]
 
-    def __init__(self, path: Path, options: Sequence[str]) -> None:
-        self.options: tuple[str, ...] = validate_options(options)
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._version = 0
-        # Random per open, so a (instance, version) pair seen before a restart never matches one after it.
-        self.instance = secrets.token_hex(4)
-        self._conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
-        try:
-            # WAL: readers never block the writer. FULL: the WAL is fsynced at every commit, so an
-            # acknowledged vote survives a crash of the process and of the machine.
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                logger.warning("SQLite at %s refused WAL mode (got %s)", path, mode)
-            self._conn.execute("PRAGMA synchronous=FULL")
-            with self._conn:
-                self._conn.executescript(_SCHEMA)
-        except sqlite3.Error:
-            self._conn.close()
-            raise
+    async def vote(self, voter_id: str, option: str) -> dict[str, int]:
+        """Record (or replace) the voter's choice, committed durably; return the counts after it."""
+        ...
 
-    def vote(self, voter_id: str, option: str) -> dict[str, int]:
-        """Record (or replace) the voter's choice; return the counts after it, from the same transaction."""
-        self._check_option(option)
-        with self._lock:
-            with self._conn:
-                changed = self._conn.execute(_UPSERT, (voter_id, option, time.time())).rowcount
-                counts = self._count()
-            # Only after the commit: a poller that sees the new version must also see the new rows.
-            if changed:
-                self._version += 1
-        return counts
-
-    def tally(self) -> dict[str, int]:
+    async def tally(self) -> dict[str, int]:
         """Votes per configured option, 0 for options nobody chose, in alphabetical order."""
-        with self._lock:
-            return self._count()
+        ...
 
-    def choice_of(self, voter_id: str) -> str | None:
-        """The voter's current option, or None if they have not voted (or chose a since-removed option)."""
-        with self._lock:
-            row = self._conn.execute("SELECT option FROM votes WHERE voter_id = ?", (voter_id,)).fetchone()
-        option: str | None = row[0] if row else None
-        return option if option in self.options else None
+    async def choice_of(self, voter_id: str) -> str | None:
+        """The voter's current option, or None (not voted, or a since-removed option)."""
+        ...
 
-    @property
-    def version(self) -> int:
-        """Grows by one whenever a count changes: a cheap "anything new?" check (pair it with `instance`)."""
-        return self._version
+    async def revision(self) -> str:
+        """An opaque tag that changes whenever a count changes (the ETag of GET /api/votes)."""
+        ...
 
-    def close(self) -> None:
-        """Close the connection; later calls raise sqlite3.ProgrammingError."""
-        with self._lock:
-            self._conn.close()
+    async def close(self) -> None:
+        """Release the connection(s); the store is not used afterwards."""
+        ...
 
-    def _check_option(self, option: str) -> None:
-        if option not in self.options:
-            valid = ", ".join(self.options)
-            raise InvalidRequestError(f"Unknown option {quote(option)}; valid options: {valid}")
 
-    def _count(self) -> dict[str, int]:
-        # Rows for options no longer configured are kept (the voter may vote again) but not reported.
-        counts = dict.fromkeys(sorted(self.options), 0)
-        for option, count in self._conn.execute(_COUNT):
-            if option in counts:
-                counts[option] = count
-        return counts
+def open_vote_store(settings: Settings) -> VoteStore:
+    """The store the settings name; no I/O for PostgreSQL (it connects on first use, so a down database
+    at start-up does not stop the LB)."""
+    if settings.votes_url is not None:
+        from app.voting.postgres_store import PostgresVoteStore  # asyncpg only when it is used
 
+        password = settings.votes_password.get_secret_value() if settings.votes_password else None
+        return PostgresVoteStore(
+            settings.votes_url.get_secret_value(),
+            settings.vote_options,
+            password=password,
+            pool_size=settings.votes_pool_size,
+            timeout=settings.votes_timeout,
+        )
+    from app.voting.sqlite_store import SqliteVoteStore
+
+    return SqliteVoteStore(settings.db_path, settings.vote_options)
