@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -11,10 +12,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
+from app.cli import render
 from app.cli.commands import cli
-from tests.lb_support import ROOT, LBFactory, RunningLB, start_lb
+from tests.lb_support import ROOT, LBFactory, RunningLB, start_lb, wait_until
 from tests.ports import free_port
 
 TOKEN = "cli-test-token"
@@ -299,3 +302,129 @@ def test_status_counts_requests_and_watch_shows_their_rate(lb_factory: LBFactory
     for name, row in lb.status().items():
         requests = int(cells(final.stdout, name)[4].replace(",", ""))
         assert requests == row["requests"] and requests > 0  # no traffic now: the counters stand still
+
+
+def placed(position: str, command: list[str], option: list[str]) -> list[str]:
+    """`option` typed before the command's name or after its arguments."""
+    return [*option, *command] if position == "before" else [*command, *option]
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_url_goes_before_or_after_the_command(shared: RunningLB, position: str) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # CHLB_URL points nowhere: only --url can reach the LB
+    result = chlb(closed, *placed(position, ["rep"], ["--url", shared.url]))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Server 1\nServer 2\nServer 3\n"
+
+
+def test_an_option_after_the_command_wins_over_one_before(shared: RunningLB) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert chlb(shared, "--url", closed, "rep", "--url", shared.url).exit_code == 0
+    result = chlb(shared, "--url", shared.url, "rep", "--url", closed)
+    assert result.exit_code == 3
+    assert one_line(result.stderr).startswith(f"chlb: {closed}: ")
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_json_goes_before_or_after_the_command(shared: RunningLB, position: str) -> None:
+    import json
+
+    result = chlb(shared, *placed(position, ["route", "alice"], ["--json"]))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == shared.client.get("/route", params={"key": "alice"}).json()
+
+
+def test_token_goes_before_or_after_the_command(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="1", admin_token=TOKEN)
+    result = chlb(lb, *placed("before", ["add", "S2"], ["--token", TOKEN]))
+    assert result.exit_code == 0, result.output
+    assert lb.replicas() == ["S2", "Server 1"]
+    result = chlb(lb, *placed("after", ["rm", "S2"], ["--token", TOKEN]), token="wrong")  # not CHLB_TOKEN
+    assert result.exit_code == 0, result.output
+    assert lb.replicas() == ["Server 1"]
+    result = chlb(lb, *placed("after", ["rm", "Server 1"], ["--token", "wrong"]), token=TOKEN)
+    assert result.exit_code == 1
+    assert lb.replicas() == ["Server 1"]
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback port that accepts connections (the kernel's backlog) and never answers."""
+    from tests.ports import bind_loopback, port_of
+
+    sock = bind_loopback()
+    sock.listen(8)
+    try:
+        yield f"http://127.0.0.1:{port_of(sock)}"
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_timeout_goes_before_or_after_the_command(silent_url: str, position: str) -> None:
+    # Ignored, the default 30 s would show in the message (and take 30 s).
+    result = chlb(silent_url, *placed(position, ["rep"], ["--timeout", "0.2"]))
+    assert result.exit_code == 3
+    assert one_line(result.stderr) == f"chlb: {silent_url}: no answer to GET /rep within 0.2s (ReadTimeout)"
+
+
+def test_help_shows_flags_as_flags() -> None:
+    for args in (["--help"], ["status", "--help"], ["rep", "--help"]):
+        result = CliRunner().invoke(cli, args, env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        options = {
+            line.split()[0].rstrip(","): line for line in result.stdout.splitlines() if line[:3] == "  -"
+        }
+        assert re.match(r"\s+--url <str>\s", options["--url"])  # an option that takes a value says so
+        for flag in ("--json", "--help", *(("-w",) if args[0] == "status" else ())):
+            assert re.match(rf"\s+{flag}(, --\w+)?\s{{2,}}[a-zA-Z]", options[flag]), options[flag]
+        assert "bool" not in result.stdout
+
+
+LONG_NAME = "a replica whose name is long enough to squeeze the others!"  # 58 of the 64 allowed
+
+
+def test_status_fits_80_columns_and_breaks_no_word(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="1")
+    assert chlb(lb, "add", LONG_NAME).exit_code == 0
+    import os
+    import signal
+
+    os.kill(lb.status()["Server 1"]["pid"], signal.SIGKILL)  # a last error to show
+    wait_until(lambda: lb.status()["Server 1"]["last_error"] and lb.status()["Server 1"]["state"] == "up")
+    result = chlb(lb, "status", COLUMNS="80")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    # Every word the table may show, from the same answer rendered with no width limit.
+    whole = Console(width=1000, file=io.StringIO())
+    whole.print(render.status_table(lb.client.get("/status").json(), wide=True))
+    caption = f"hidden at 80 columns: {', '.join(render.DROP_ORDER)} (--wide shows all)"
+    words = set(whole.file.getvalue().split()) | set(caption.split())  # type: ignore[attr-defined]
+    for word in " ".join(line for line in lines if "──" not in line).split():
+        # Whole, or cut at the end of its cell: never a piece of a word on one line and the rest on the next.
+        cut = word.endswith("…") and any(w.startswith(word[:-1]) for w in words)
+        assert word in words or word + "," in words or cut, (word, result.stdout)
+    row = next(i for i, line in enumerate(lines) if line.startswith(" Server 1 "))
+    assert [lines[row].split()[-1], lines[row + 1].strip()] == ["replica", "exited"]  # wrapped at the space
+
+
+def test_status_wide_cuts_nothing(lb_factory: LBFactory) -> None:
+    lb = lb_factory(replicas="1")
+    assert chlb(lb, "add", LONG_NAME).exit_code == 0
+    result = chlb(lb, "status", "--wide", COLUMNS="80")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["replica"])
+    assert header.split() == " ".join(render.COLUMNS).split()
+    for name, row in lb.status().items():
+        line = next(line for line in result.stdout.splitlines() if name in line)
+        assert row["address"] in line
+
+
+def test_errors_keep_the_spaces_of_quoted_names(shared: RunningLB) -> None:
+    result = chlb(shared, "add", "  Server 1")
+    assert result.exit_code == 1
+    assert one_line(result.stderr).startswith(
+        f"chlb: {shared.url} answered 400 to POST /add: invalid replica name '  Server 1': "
+    )

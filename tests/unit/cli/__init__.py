@@ -1,0 +1,1 @@
+"""Unit tests of app/cli: the pure parts (rendering, messages)."""
