@@ -87,10 +87,22 @@ def test_bench_and_experiments_write_to_ignored_folders_by_default(fresh_copy: P
         ("experiments", "experiments/REPORT.md", "--out experiments/results"),
         ("bench", "bench/results.md", "--out bench/out/results.md"),
     ):
-        dry = run("make", "-n", "-o", ".venv/.installed-stamp", target, cwd=fresh_copy)
+        stamps = ("-o", ".venv/.installed-stamp", "-o", ".venv/.run-stamp")  # counted as up to date
+        dry = run("make", "-n", *stamps, target, cwd=fresh_copy)
         assert dry.returncode == 0 and committed not in dry.stdout, dry.stdout + dry.stderr
         assert out in dry.stdout
     assert proxy_bench.__doc__ and "bench/out/results.md" in proxy_bench.__doc__
+
+
+def test_a_first_make_run_installs_only_what_running_needs_and_compiles_nothing(fresh_copy: Path) -> None:
+    """A fresh clone answers within seconds of its install: no dev or experiments extras, no mypyc build
+    (make native is its own step; the LB runs the Python source until one exists)."""
+    dry = run("make", "-n", "run", cwd=fresh_copy)
+    assert dry.returncode == 0, dry.stderr
+    installs = [line for line in dry.stdout.splitlines() if "pip install" in line]
+    assert installs == [".venv/bin/pip install -q --no-compile -e ."], dry.stdout
+    assert "build_native" not in dry.stdout and "apt-install" not in dry.stdout, dry.stdout
+    assert dry.stdout.splitlines()[-1] == "exec .venv/bin/python -m app"
 
 
 def test_build_base_image_help_prints_usage(fresh_copy: Path) -> None:
@@ -147,7 +159,7 @@ def test_make_run_stops_cleanly(tmp_path: Path, stop: str) -> None:
     with log.open("wb") as out:
         # -o: the stamp counts as up to date, so make only runs the LB (it never reinstalls the venv here).
         make = subprocess.Popen(
-            ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "run"],
+            ["make", "--no-print-directory", "-o", ".venv/.run-stamp", "run"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
