@@ -97,7 +97,7 @@ def status(
     interval: Annotated[float, typer.Option(min=0.1, help="seconds between refreshes")] = 1.0,
     count: Annotated[int | None, typer.Option(min=1, help="with --watch: stop after this many")] = None,
     duration: Annotated[float | None, typer.Option(min=0.0, help="with --watch: stop after seconds")] = None,
-    wide: Annotated[bool, typer.Option("--wide", help="also the address and requests in flight")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="every column, nothing cut")] = False,
 ) -> None:
     """Each replica's state, requests, p99 and last error. --watch redraws it live."""
     if not watch:
