@@ -27,6 +27,7 @@ from app.dataplane.hub import WorkerHub
 from app.dataplane.server import make_config
 from app.main import create_app
 from app.settings import BAD_SETTINGS, Settings, load_settings
+from app.unknown_settings import warn_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    warn_unknown(logger)
     sock = listening_socket(settings)
     host, port = sock.getsockname()[:2]  # the real port, also when the socket was inherited (LB_FD)
     logger.info("open %s", where_to_look(host, port))

@@ -86,6 +86,18 @@ def test_db_path_must_be_creatable(tmp_path: Path) -> None:
     )
 
 
+def test_an_unknown_variable_is_one_warning_naming_the_closest_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # the LB then stops by itself, right after the warning
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = run_lb(tmp_path, port=str(taken.getsockname()[1]), stratgy="ketama")
+    warnings = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, done.stderr
+    assert warnings[0].endswith(
+        "LB_STRATGY (from the environment) is not a setting and is ignored; did you mean LB_STRATEGY?"
+    )
+
+
 def test_a_taken_port_fails_before_any_replica_starts(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
