@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_STAMP := $(VENV)/.run-stamp
 
-# Debian packages: test needs a browser, a Docker engine and PostgreSQL; bench needs nginx and wrk.
+# Debian packages: test needs a browser, a Docker engine and PostgreSQL; bench needs nginx, wrk and h2load.
 TEST_APT  := chromium chromium-driver docker.io debootstrap postgresql
-BENCH_APT := nginx wrk
+BENCH_APT := nginx wrk nghttp2-client
 
 PYTEST_ARGS ?=
 
