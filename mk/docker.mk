@@ -1,5 +1,6 @@
 # The stack in containers (included by the Makefile; uses its PYTHON, BIN and STAMP).
-#   make docker-up      engine + images + `docker compose up -d --build`, then wait for the LB's /rep
+#   make docker-up      engine + images + `docker compose up -d --build`, then wait for the LB's /readyz
+#                       (200 once every replica is on the ring)
 #   make docker-down    `docker compose down`, then check that no replica container or network is left
 # BASE_IMAGE: what both Dockerfiles build FROM. Empty (default): python:3.12-slim when it can be pulled,
 # otherwise a local Debian base image built by scripts/build-base-image.sh (Docker Hub unreachable).
@@ -10,7 +11,7 @@ export DOCKER_CONFIG := $(CURDIR)/.docker
 
 BASE_IMAGE           ?=
 DOCKER_UP_DEADLINE   ?= 120
-DOCKER_LB_URL        ?= http://127.0.0.1:5000/rep
+DOCKER_LB_URL        ?= http://127.0.0.1:5000/readyz
 DOCKER_REPLICA_LABEL ?= chlb.replica
 DOCKER_NETWORK       ?= chlb-net
 

@@ -1,6 +1,6 @@
 # Docker Swarm: two LB instances over one membership held by the engine (docs/scaling-out.md).
 #   make swarm-up     engine + swarm init when it is in no swarm (remembered) + images + stack deploy,
-#                     then wait for /rep on 127.0.0.1:$(SWARM_PORT_A) and :$(SWARM_PORT_B)
+#                     then wait for /readyz (every replica on the ring) on 127.0.0.1:$(SWARM_PORT_A) and :$(SWARM_PORT_B)
 #   make swarm-down   stack rm, the replica services the LBs created, the network; leaves the swarm
 #                     (and removes docker_gwbridge) only if swarm-up created it
 # Every SWARM_* variable below can be overridden (make swarm-up SWARM_PORT_A=6000); see scripts/swarm.sh.

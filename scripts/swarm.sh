@@ -2,7 +2,7 @@
 # The Swarm stack (docker-stack.yml) up and down on this engine; `make swarm-up` / `make swarm-down` call it.
 #
 # Usage: scripts/swarm.sh up      swarm init when the engine is in no swarm (remembered in $SWARM_STATE),
-#                                 build both images FROM $BASE_IMAGE, deploy, wait for /rep on both ports
+#                                 build both images FROM $BASE_IMAGE, deploy, wait for /readyz on both ports
 #        scripts/swarm.sh down    remove the stack, the replica services the LBs created and the network;
 #                                 if `up` created the swarm: leave it and remove the docker_gwbridge it made
 # Only what carries our names or labels is ever removed; nothing is pruned.
@@ -83,10 +83,10 @@ up() {
         CHLB_SWARM_NETWORK=$NETWORK CHLB_PORT_A=$PORT_A CHLB_PORT_B=$PORT_B \
         CHLB_REPLICAS=${SWARM_REPLICAS:-3} CHLB_REPLICA_PREFIX=${SWARM_PREFIX:-server} \
         docker stack deploy --prune -c "$ROOT/docker-stack.yml" "$STACK" >/dev/null
-    say "deployed stack $STACK; waiting for /rep on 127.0.0.1:$PORT_A and :$PORT_B"
+    say "deployed stack $STACK; waiting for /readyz (every replica on the ring) on 127.0.0.1:$PORT_A and :$PORT_B"
     local port
     for port in "$PORT_A" "$PORT_B"; do
-        if ! wait_for "/rep on :$port" answers "http://127.0.0.1:$port/rep"; then
+        if ! wait_for "/readyz on :$port" answers "http://127.0.0.1:$port/readyz"; then
             docker stack ps --no-trunc "$STACK" >&2 || true
             for svc in $(stack_services); do docker service logs --tail 30 "$svc" >&2 || true; done
             exit 1
