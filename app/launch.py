@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 from types import FrameType
 from typing import Literal
@@ -25,9 +26,11 @@ from app.dataplane.front import Front, FrontLimits
 from app.dataplane.heap import settle_heap
 from app.dataplane.hub import WorkerHub
 from app.dataplane.server import make_config
+from app.errors import quote
 from app.main import create_app
 from app.settings import BAD_SETTINGS, Settings, load_settings
 from app.unknown_settings import warn_unknown
+from app.voting.store import open_vote_store
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +92,23 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
+def check_vote_store(settings: Settings) -> None:
+    """Open the vote store once before anything starts: an LB_DB_PATH the settings' checks could not
+    foresee (e.g. under /proc) is one line and exit 2, not a traceback after the replicas started.
+    (A PostgreSQL store does no I/O here: a database that is down at start gets 503s, not an exit.)"""
+    try:
+        asyncio.run(open_vote_store(settings).close())
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = quote(str(settings.db_path))
+        sys.stderr.write(f"invalid setting LB_DB_PATH={where}: cannot open the vote store ({reason})\n")
+        raise SystemExit(BAD_SETTINGS) from None
+
+
 def main() -> None:
     """Configure logging, bind the port, then serve on uvloop with the data plane's protocol."""
     settings = load_settings()
+    check_vote_store(settings)  # before logging is set up: asyncio's debug lines are not start-up news
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -86,6 +86,17 @@ def test_db_path_must_be_creatable(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("path", ["/proc/nope/votes.sqlite3", "/proc/votes.sqlite3"])
+def test_a_db_path_that_cannot_be_opened_is_one_line_before_any_replica(tmp_path: Path, path: str) -> None:
+    """Paths the settings' checks cannot foresee (the kernel's /proc looks writable to root)."""
+    done = run_lb(tmp_path, db_path=path, log_level="debug")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"invalid setting LB_DB_PATH='{path}': cannot open the vote store ("), line
+    assert "replica" not in done.stdout + done.stderr
+
+
 def test_an_unknown_variable_is_one_warning_naming_the_closest_setting(tmp_path: Path) -> None:
     with socket.socket() as taken:  # the LB then stops by itself, right after the warning
         taken.bind(("127.0.0.1", 0))
