@@ -5,22 +5,31 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from app.errors import quote
+from app.settings_file import config_file_path, environment_names, read_config_file
 from app.voting.options import validate_options
 
 StrategyName = Literal["builtin", "assignment", "sha256", "ketama", "rendezvous", "maglev"]
@@ -67,11 +76,52 @@ def read_secret(name: str, path: Path) -> SecretStr:
     return SecretStr(text)
 
 
+# The settings file's values while read_settings builds a Settings (a source has no other way in).
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("settings_file_values", default=None)
+
+
+class FileValues(PydanticBaseSettingsSource):
+    """LB_CONFIG_FILE's values: under the environment and .env, over the defaults."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: __call__ hands over the whole file."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
+
+
 class Settings(BaseSettings):
-    """Every knob of the LB; `LB_<FIELD>` in the environment overrides the default."""
+    """Every knob of the LB; `LB_<FIELD>` in the environment overrides LB_CONFIG_FILE, which overrides
+    the default."""
 
     model_config = SettingsConfigDict(
         env_prefix="LB_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+    # Where each value came from (default, file, environment, .env); set by read_settings.
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then .env, then the settings file, then the defaults."""
+        return init_settings, env_settings, dotenv_settings, FileValues(settings_cls), file_secret_settings
+
+    @property
+    def origins(self) -> dict[str, str]:
+        """Where each setting's value came from: default, file, environment or .env."""
+        return {name: self._origins.get(name, "default") for name in type(self).model_fields}
+
+    config_file: Path | None = Field(
+        None,
+        description="a TOML file of settings (keys: the names without LB_, in lower case); the environment"
+        " overrides it; re-read on reload (SIGHUP, POST /config/reload)",
     )
 
     # Listening
@@ -80,6 +130,18 @@ class Settings(BaseSettings):
     fd: int | None = Field(
         None, ge=0, description="serve on this inherited, bound socket instead of binding host:port"
     )
+
+    # TLS and HTTP/2 (docs/tls-and-http2.md)
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) of the default host: with LB_TLS_KEY, serve HTTPS too"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of LB_TLS_CERT")
+    tls_port: int = Field(5443, ge=0, le=65535, description="the HTTPS port (HTTP/2 and HTTP/1.1 by ALPN)")
+    tls_certs_dir: Path | None = Field(
+        None, description="one <host>.crt + <host>.key per server name (SNI); others get the default pair"
+    )
+    https_redirect: bool = Field(False, description="plain HTTP answers 308 to the HTTPS URL")
+    h2_max_streams: int = Field(100, ge=1, le=10_000, description="concurrent HTTP/2 streams per connection")
 
     # Membership
     replicas: int = Field(3, ge=0, le=256, description="replicas started at boot")
@@ -259,26 +321,84 @@ class Settings(BaseSettings):
         return self
 
 
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both LB_TLS_CERT and LB_TLS_KEY, or neither")
+        if self.tls_cert is None and self.tls_certs_dir is not None:
+            raise ValueError("LB_TLS_CERTS_DIR needs a default pair: set LB_TLS_CERT and LB_TLS_KEY too")
+        if self.tls_cert is None and self.https_redirect:
+            raise ValueError("LB_HTTPS_REDIRECT needs HTTPS: set LB_TLS_CERT and LB_TLS_KEY too")
+        return self
+
 BAD_SETTINGS = 2  # the exit status of a configuration error, as for a bad command line
 
 
-def describe(err: ErrorDetails) -> str:
-    """One line for one invalid setting: `invalid setting LB_X='value': why`."""
+def describe(err: ErrorDetails, file_values: dict[str, Any] | None = None, file: Path | None = None) -> str:
+    """One line for one invalid setting: `invalid setting LB_X='value': why` (`x in FILE` for the file's)."""
     reason = err["msg"].removeprefix("Value error, ")
     if not err["loc"]:  # a rule across fields: its message names them
         return f"invalid settings: {reason}"
+    key = str(err["loc"][0])
+    if file_values and key in file_values and err.get("input") == file_values[key]:
+        return f"invalid setting {key}={quote(err.get('input'), limit=256)} in {file}: {reason}"
     name = "_".join(str(part) for part in err["loc"]).upper()
     name = name if name.startswith("LB_") else f"LB_{name}"  # aliases are full names already
     return f"invalid setting {name}={quote(err.get('input'), limit=256)}: {reason}"
 
 
-def load_settings() -> Settings:
-    """Settings from the environment; a bad value exits with one line per problem, not a traceback."""
+class BadSettingsError(ValueError):
+    """Settings that cannot be used: one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def variable_names(field: str) -> set[str]:
+    """The environment variables a field is read from: LB_<FIELD>, and its LB_ aliases."""
+    names = {f"LB_{field.upper()}"}
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        names.update(c.upper() for c in alias.choices if isinstance(c, str) and c.upper().startswith("LB_"))
+    return names
+
+
+def read_settings() -> Settings:
+    """Settings from the environment, .env and LB_CONFIG_FILE, each value's origin noted; BadSettingsError
+    lists every problem. Called at start and on every reload (the file and .env are read again)."""
+    environ = dict(os.environ)
+    values: dict[str, Any] = {}
+    path = config_file_path(environ)
+    if path is not None:
+        values, problems = read_config_file(path, Settings.model_fields)
+        if problems:
+            raise BadSettingsError(problems)
+    token = _FILE_VALUES.set(values)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        lines = [describe(err) for err in exc.errors()]
+        raise BadSettingsError([describe(err, values, path) for err in exc.errors()]) from None
     except SettingsError as exc:  # a value pydantic-settings could not even decode
-        lines = [f"invalid settings: {exc}"]
-    sys.stderr.write("".join(line + "\n" for line in lines))
-    raise SystemExit(BAD_SETTINGS)
+        raise BadSettingsError([f"invalid settings: {exc}"]) from None
+    finally:
+        _FILE_VALUES.reset(token)
+    in_env, in_dotenv = environment_names(environ)
+    for field in Settings.model_fields:
+        names = variable_names(field)
+        if names & in_env:
+            settings._origins[field] = "environment"
+        elif names & in_dotenv:
+            settings._origins[field] = ".env"
+        elif field in values:
+            settings._origins[field] = "file"
+    return settings
+
+
+def load_settings() -> Settings:
+    """read_settings at start: a bad value exits with one line per problem, not a traceback."""
+    try:
+        return read_settings()
+    except BadSettingsError as exc:
+        sys.stderr.write("".join(line + "\n" for line in exc.problems))
+        raise SystemExit(BAD_SETTINGS) from None
