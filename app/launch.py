@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from app import native
 from app.control.lifecycle import LifecyclePolicy
 from app.dataplane.access_log import make_access_log
+from app.dataplane.edge import EdgeServer, prepare_tls
 from app.dataplane.front import Front, FrontLimits
 from app.dataplane.heap import settle_heap
 from app.dataplane.hub import WorkerHub
@@ -49,7 +50,7 @@ def build(settings: Settings) -> tuple[FastAPI, Front]:
     return app, front
 
 
-class Server(uvicorn.Server):
+class Server(EdgeServer):
     """uvicorn on a socket we bound, saying where it listens once the replicas are up."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -126,6 +127,7 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped_by)
     server = Server(config)
+    server.tls = app.state.tls = prepare_tls(settings, front)  # before any replica starts
     settle_heap()
     with sock:
         if settings.workers > 1:

@@ -96,7 +96,16 @@ class ReplicaStats:
 class Stats:
     """Every counter of one LB: per replica, the LB's own error answers, ring rebuilds, health transitions."""
 
-    __slots__ = ("in_flight", "lb_responses", "replicas", "ring_rebuilds", "transitions")
+    __slots__ = (
+        "h2_requests",
+        "http1_requests",
+        "in_flight",
+        "lb_responses",
+        "replicas",
+        "ring_rebuilds",
+        "tls_handshake_failures",
+        "transitions",
+    )
 
     def __init__(self) -> None:
         self.replicas: dict[str, ReplicaStats] = {}
@@ -106,15 +115,19 @@ class Stats:
         # A worker's requests in flight per replica when it sent this snapshot (a gauge, never added up:
         # the owner's own are on its upstream pools).
         self.in_flight: dict[str, int] = {}
+        self.http1_requests = 0  # requests by the client's protocol (HTTP/1.x, plain or TLS)
+        self.h2_requests = 0  # ... HTTP/2 streams
+        self.tls_handshake_failures = 0
 
     def __reduce__(self) -> tuple[type[Stats], tuple[()], tuple[object, ...]]:
         """Pickle as constructor + state (see ReplicaStats.__reduce__)."""
         state = (self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions, self.in_flight)
-        return (Stats, (), state)
+        return (Stats, (), (*state, self.http1_requests, self.h2_requests, self.tls_handshake_failures))
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         """The other half of __reduce__."""
-        self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions, self.in_flight = state
+        self.replicas, self.lb_responses, self.ring_rebuilds, self.transitions, self.in_flight = state[:5]
+        self.http1_requests, self.h2_requests, self.tls_handshake_failures = state[5:]
 
     def replica(self, name: str) -> ReplicaStats:
         """The replica's counters, created on first use."""
@@ -141,7 +154,7 @@ class Stats:
 
     def activity(self) -> int:
         """A number that grows with every request counted (a worker with nothing new sends nothing)."""
-        return self.proxied() + sum(self.lb_responses.values())
+        return self.proxied() + sum(self.lb_responses.values()) + self.http1_requests + self.h2_requests
 
     def add(self, other: Stats, *, window: bool = True) -> None:
         """Fold another process's counters into these (see ReplicaStats.add)."""
@@ -149,6 +162,9 @@ class Stats:
             self.replica(name).add(counters, window=window)
         self.lb_responses.update(other.lb_responses)
         self.ring_rebuilds += other.ring_rebuilds
+        self.http1_requests += other.http1_requests
+        self.h2_requests += other.h2_requests
+        self.tls_handshake_failures += other.tls_handshake_failures
         self.transitions.update(other.transitions)
 
 

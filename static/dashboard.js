@@ -351,7 +351,8 @@
     $("cards").replaceChildren(...status.replicas.map((row) => updateCard(row, now)));
     const up = status.replicas.filter((r) => r.state === "up").length;
     $("replica-count").textContent = `${status.replicas.length} desired, ${up} up`;
-    $("strategy").textContent = `strategy ${status.strategy}`;
+    const tls = status.tls ? ` · HTTPS on port ${status.tls.port} (${status.tls.protocols.join(", ")})` : "";
+    $("strategy").textContent = `strategy ${status.strategy}${tls}`;
   }
 
   // ----- polling ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class RequestHead:
         "method",
         "path",
         "query",
+        "secure",
         "target",
         "upgrade",
         "version",
@@ -48,6 +49,7 @@ class RequestHead:
         length: int | None,  # Content-Length, if any
         chunked: bool,
         expect_continue: bool,
+        secure: bool = False,  # came over TLS: X-Forwarded-Proto says https
     ) -> None:
         self.method = method
         self.target = target
@@ -60,6 +62,7 @@ class RequestHead:
         self.length = length
         self.chunked = chunked
         self.expect_continue = expect_continue
+        self.secure = secure
 
     @property
     def has_body(self) -> bool:
@@ -93,7 +96,7 @@ def encode_chunk(data: bytes) -> bytes:
 
 
 def encode_upstream_head(head: RequestHead, client_ip: bytes) -> bytes:
-    """The request head for the replica: end-to-end headers, X-Forwarded-For, this hop's framing."""
+    """The request head for the replica: end-to-end headers, X-Forwarded-For/-Proto, this hop's framing."""
     drop: frozenset[bytes] = REQUEST_HOP_BY_HOP
     upgrade = b""
     forwarded_for = b""
@@ -110,9 +113,12 @@ def encode_upstream_head(head: RequestHead, client_ip: bytes) -> bytes:
         if name == b"x-forwarded-for":
             forwarded_for = value
             continue
+        if name == b"x-forwarded-proto":
+            continue  # ours to say: the client could claim https over plain HTTP
         parts += (name, b": ", value, b"\r\n")
     chain = forwarded_for + b", " + client_ip if forwarded_for else client_ip
     parts += (b"x-forwarded-for: ", chain, b"\r\n")
+    parts += (b"x-forwarded-proto: ", b"https" if head.secure else b"http", b"\r\n")
     if head.chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
     elif head.length is not None:

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 import uvloop
 
 from app.control.routing import RoutingTable
 from app.dataplane.access_log import make_access_log
+from app.dataplane.edge import EdgeServer, prepare_tls
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import Front, FrontLimits, ReservedPaths
 from app.dataplane.heap import settle_heap
@@ -195,7 +195,8 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     reserved = ReservedPaths(exact, prefixes)
     front = Front(FrontLimits.from_settings(settings), reserved, owner=owner_plane, access_log=access_log)
     front.data_plane = plane
-    server = uvicorn.Server(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
+    server = EdgeServer(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
+    server.tls = prepare_tls(settings, front, worker=True)
     settle_heap()
 
     async def follow() -> None:

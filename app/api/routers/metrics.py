@@ -117,7 +117,17 @@ class RequestCollector(Collector):
         )
         for (name, state), count in sorted(stats.transitions.items()):
             transitions.add_metric([name, state], count)
+        clients = CounterMetricFamily(
+            "chlb_client_requests", "Requests from clients, by protocol (TLS or not)", labels=["protocol"]
+        )
+        clients.add_metric(["http/1.1"], stats.http1_requests)
+        clients.add_metric(["h2"], stats.h2_requests)
+        handshakes = CounterMetricFamily(
+            "chlb_tls_handshake_failures", "TLS handshakes that failed or timed out"
+        )
+        handshakes.add_metric([], stats.tls_handshake_failures)
         yield from (requests, retries, diverted, latency, in_flight, answers, rebuilds, transitions)
+        yield from (clients, handshakes)
 
 
 class WorkerCollector(Collector):

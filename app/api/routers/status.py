@@ -6,7 +6,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app import native
@@ -62,6 +62,14 @@ class WorkerStatus(BaseModel):
     )
 
 
+class TlsStatus(BaseModel):
+    """The HTTPS listener (LB_TLS_CERT and LB_TLS_KEY set)."""
+
+    port: int
+    protocols: list[str] = Field(description="offered by ALPN, preferred first")
+    hosts: list[str] = Field(description="server names with their own certificate (LB_TLS_CERTS_DIR)")
+
+
 class StatusResponse(BaseModel):
     """Every desired replica, the hashing in use, and the data-plane processes."""
 
@@ -69,6 +77,7 @@ class StatusResponse(BaseModel):
     replicas: list[ReplicaStatus]
     workers: list[WorkerStatus]
     compiled: bool = Field(description="whether the hot path runs compiled (the start-up log says why not)")
+    tls: TlsStatus | None = Field(None, description="the HTTPS listener; null: plain HTTP only")
     status: str = "successful"
 
 
@@ -107,7 +116,12 @@ def worker_rows(own: Stats, hub: WorkerHub | None) -> list[WorkerStatus]:
 
 @router.get("/status", response_model=StatusResponse)
 async def replica_status(
-    membership: MembershipDep, strategy: StrategyDep, stats: StatsDep, own: ProcessStatsDep, hub: HubDep
+    membership: MembershipDep,
+    strategy: StrategyDep,
+    stats: StatsDep,
+    own: ProcessStatsDep,
+    hub: HubDep,
+    request: Request,
 ) -> StatusResponse:
     """Per replica: state, consecutive failures, last probe (Unix time), restarts, back-off, last error
     and when it happened (last_error_at, Unix time); the processes."""
@@ -141,5 +155,11 @@ async def replica_status(
         for m in members
     ]
     return StatusResponse(
-        strategy=strategy.name, replicas=rows, workers=worker_rows(own, hub), compiled=native.STATE.compiled
+        strategy=strategy.name,
+        replicas=rows,
+        workers=worker_rows(own, hub),
+        compiled=native.STATE.compiled,
+        tls=TlsStatus.model_validate(tls, from_attributes=True)
+        if (tls := getattr(request.app.state, "tls", None)) is not None
+        else None,
     )
