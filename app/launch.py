@@ -22,13 +22,13 @@ from fastapi import FastAPI
 from app import native
 from app.control.lifecycle import LifecyclePolicy
 from app.dataplane.access_log import make_access_log
-from app.dataplane.edge import EdgeServer, prepare_tls
 from app.dataplane.front import Front, FrontLimits
 from app.dataplane.heap import settle_heap
 from app.dataplane.hub import WorkerHub
 from app.dataplane.server import make_config
 from app.errors import quote
 from app.main import create_app
+from app.reload import Reloader
 from app.settings import BAD_SETTINGS, Settings, load_settings
 from app.unknown_settings import warn_unknown
 from app.voting.store import open_vote_store
@@ -47,14 +47,21 @@ def build(settings: Settings) -> tuple[FastAPI, Front]:
         access_log=make_access_log(settings.access_log),
     )
     app.state.front = front
+    app.state.reloader = Reloader(app, front)  # SIGHUP, POST /config/reload
     return app, front
 
 
-class Server(EdgeServer):
+class Server(uvicorn.Server):
     """uvicorn on a socket we bound, saying where it listens once the replicas are up."""
+
+    def __init__(self, config: uvicorn.Config, reloader: Reloader | None = None) -> None:
+        super().__init__(config)
+        self.reloader = reloader
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started and self.reloader is not None:
+            self.reloader.listen()  # SIGHUP reloads from now on
         if self.started:  # uvicorn logs no address for sockets it was handed
             for sock in sockets or []:
                 host, port = sock.getsockname()[:2]
@@ -126,8 +133,8 @@ def main() -> None:
     config = make_config(app, front, lifespan="on", access_log=settings.access_log, loop=loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped_by)
-    server = Server(config)
-    server.tls = app.state.tls = prepare_tls(settings, front)  # before any replica starts
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server is up: then SIGHUP reloads
+    server = Server(config, app.state.reloader)
     settle_heap()
     with sock:
         if settings.workers > 1:
@@ -163,6 +170,7 @@ async def serve_with_workers(
         port=port,
         backoff=backoff,
         reserved=app.state.is_reserved,
+        settings=settings,
     )
     app.state.hub = hub  # /status lists the processes, /metrics adds their counters
     await hub.start()

@@ -18,7 +18,7 @@ from app import native
 from app.api.deps import resolve_strategy
 from app.api.docs import install_offline_docs
 from app.api.error_handlers import install_error_handlers
-from app.api.routers import dashboard, metrics, readiness, replicas, ring, status
+from app.api.routers import config, dashboard, metrics, readiness, replicas, ring, status
 from app.api.routers import proxy as proxy_routes
 from app.api.schemas import Failure
 from app.control.engine_membership import EngineMembership
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ring.router,
         status.router,
         readiness.router,
+        config.router,
         metrics.router,
         dashboard.router,
         vote_routes.router,

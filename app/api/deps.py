@@ -16,6 +16,7 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.control.membership import Membership
     from app.dataplane.hub import WorkerHub
+    from app.reload import Reloader
     from app.voting.store import VoteStore
 
 
@@ -62,6 +63,13 @@ def get_hub(request: Request) -> WorkerHub | None:
     return hub
 
 
+def get_reloader(request: Request) -> Reloader:
+    """The configuration's reload (SIGHUP, POST /config/reload) and when it last happened."""
+    reloader: Reloader = request.app.state.reloader
+    return reloader
+
+
+ReloaderDep = Annotated["Reloader", Depends(get_reloader)]
 ProcessStatsDep = Annotated[Stats, Depends(get_process_stats)]
 HubDep = Annotated["WorkerHub | None", Depends(get_hub)]
 

@@ -72,6 +72,10 @@ class HealthMonitor:
         """Start the loop as a background task."""
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 
+    def retune(self, schedule: ProbeSchedule) -> None:
+        """Probe on the new schedule from the next round (a reload)."""
+        self._schedule = schedule
+
     def wake(self) -> None:
         """Run the next round now (a member was reported down by someone else)."""
         self._wake.set()

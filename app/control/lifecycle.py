@@ -427,6 +427,14 @@ class Replica(Generic[HandleT]):
         return self._task is not None and not self._task.done()
 
     # ----- instance and connections -----------------------------------------------------------------
+    def retune(self, policy: LifecyclePolicy) -> None:
+        """Timeouts, rise/fall and back-off from now on (a reload): state, counters and connections stay."""
+        self._policy = policy
+        if self.upstream is not None:
+            self.upstream.retune(policy.connect_timeout, policy.read_timeout, policy.max_idle)
+        if self.probe is not None:
+            self.probe.retune(policy.heartbeat_timeout, policy.heartbeat_timeout, 1)
+
     def _attach(self, handle: HandleT) -> None:
         p = self._policy
         self.handle = handle

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.control.health import HealthMonitor, ProbeSchedule, probe_heartbeat
@@ -199,6 +199,28 @@ class LocalMembership(Hooks):
                 self._hold_leaving(member, member.remove("DELETE /rm"))
             logger.info("removed %s; members now %s", victims, self.names())
             return victims
+
+    # ----- reload ----------------------------------------------------------------------------------
+    def retune(self, policy: MembershipPolicy) -> None:
+        """Timeouts, rise/fall, back-off, the probe schedule and the member limit from now on (a reload).
+
+        Members keep their state and connections; an engine that restarts replicas itself still does.
+        """
+        lifecycle = replace(policy.lifecycle, replaces_dead=self._policy.replaces_dead)
+        self._policy = lifecycle
+        self._max_replicas = policy.max_replicas
+        self._new_names = policy.replacement_gets_new_name
+        self.monitor.retune(policy.schedule)
+        for member in {*self.members.values(), *self._adding.values(), *self._leaving}:
+            member.retune(lifecycle)
+
+    async def use_strategy(self, strategy: HashStrategy) -> None:
+        """Route by `strategy` from now on: the ring is rebuilt over the same replicas and pushed to the
+        subscribers (workers). ValueError, and nothing changed, if it cannot hold the current members."""
+        async with self._lock:
+            strategy.build([*self.members, *self._adding])  # e.g. slot rings hold at most 56 replicas
+            self.strategy = self._routing.strategy = strategy
+            self._rebuild()
 
     async def close(self) -> None:
         """LB shutdown: stop probing, cancel what is in flight, then let the runtime stop what it ran."""

@@ -8,12 +8,15 @@ implementation that watches the engine instead. The API and the data plane depen
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.control.lifecycle import DrainWaiter, Replica, State
 from app.control.routing import RoutingTable
 from app.ring.base import HashStrategy
 from app.runtimes.engine import TaskView
+
+if TYPE_CHECKING:
+    from app.control.local_membership import MembershipPolicy
 
 
 class Membership(Protocol):
@@ -57,6 +60,14 @@ class Membership(Protocol):
 
     def observe_transitions(self, callback: Callable[[str, State], object]) -> None:
         """Call `callback(name, state)` on every lifecycle transition of every member."""
+        ...
+
+    def retune(self, policy: MembershipPolicy) -> None:
+        """Timeouts, rise/fall, back-off, probe schedule and member limit from now on (a reload)."""
+        ...
+
+    async def use_strategy(self, strategy: HashStrategy) -> None:
+        """Rebuild the ring with `strategy` over the same replicas; ValueError if it cannot hold them."""
         ...
 
     async def start(self, initial: int) -> None:

@@ -72,12 +72,16 @@ class DataPlane:
         self.names_replicas = names_replicas  # False: the upstream is the LB's owner process, not a replica
         self.extract_key = extract_key
         self.max_tries = max_tries
-        self.max_body_bytes = max_body_bytes
         self.no_replicas = failure_body("No replicas available to serve the request")
         self.none_answered = failure_body("No replica could answer the request")
+        self.limit_bodies(max_body_bytes)
+        self.tasks: set[asyncio.Task[None]] = set()  # connects in progress (strong references)
+
+    def limit_bodies(self, max_body_bytes: int) -> None:
+        """The request body limit, and what follows from it (at start, and on a reload)."""
+        self.max_body_bytes = max_body_bytes
         self.too_large = too_large(max_body_bytes)
         self.buffer_bytes = min(max_body_bytes + 1, BUFFER_LIMIT)  # body read before a replica is picked
-        self.tasks: set[asyncio.Task[None]] = set()  # connects in progress (strong references)
 
     def spawn(self, coro: Any) -> None:
         """Run a rare slow step (a new upstream connection) without losing the Task."""

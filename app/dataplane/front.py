@@ -7,17 +7,19 @@ request goes through the same exchange.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute, Mount
 
+from app.dataplane.access_log import AccessLog, make_access_log
 from app.dataplane.http1 import error_response
+from app.dataplane.keys import make_key_extractor
 from app.dataplane.replies import failure_body
 
 if TYPE_CHECKING:
-    from app.dataplane.access_log import AccessLog
     from app.dataplane.exchange import DataPlane
     from app.settings import Settings
 
@@ -89,9 +91,27 @@ class Front:
         # The owner's private port, where workers forward the LB's own paths: they log those requests
         # (with the real client), so the owner does not log them a second time.
         self.unlogged_port: int | None = None
-        self.https_port: int | None = None  # LB_HTTPS_REDIRECT: plain HTTP answers 308 to this port
         self.too_many = error_response(503, failure_body("Too many connections"), close=True)
         self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
         self.body_timeout = error_response(408, failure_body("Request body timeout"), close=True)
         self.malformed = error_response(400, failure_body("Malformed HTTP request"), close=True)
         self.header_too_large = error_response(431, failure_body("Request header too large"), close=True)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload, in every process of the LB: client limits, the data plane's knobs, the log level.
+
+        Connections read the limits and the access log per request, so the next request on every open
+        connection already has the new ones; nothing is closed.
+        """
+        logging.getLogger().setLevel(settings.log_level.upper())
+        self.limits = FrontLimits.from_settings(settings)
+        if (self.access_log is not None) != settings.access_log:
+            self.access_log = make_access_log(settings.access_log)
+        plane = self.data_plane
+        if plane is not None:
+            plane.extract_key = make_key_extractor(settings.key_source, settings.key_name)
+            plane.max_tries = settings.max_tries
+            plane.balance_factor = settings.balance_factor
+            plane.limit_bodies(settings.max_body_bytes)
+        if self.owner is not None:  # a worker: the LB's own paths go to the owner, with their own limit
+            self.owner.limit_bodies(settings.max_control_body_bytes)

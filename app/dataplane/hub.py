@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.control.membership import Membership
 from app.control.routing import RoutingTable
@@ -42,6 +42,9 @@ from app.dataplane.front import ReservedPaths
 from app.exits import watch_exit
 from app.lifeline import die_with_parent
 from app.metrics import WorkerStats
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ class WorkerHub:
         backoff: Callable[[int], float],
         reserved: ReservedPaths | None = None,
         command: Sequence[str] = WORKER_COMMAND,
+        settings: Settings | None = None,
     ) -> None:
         self.pool = pool
         self.fd = fd  # LB_FD: an inherited listening socket, passed on to every worker
@@ -136,6 +140,9 @@ class WorkerHub:
         self._version = 0  # of the routing table, counted up on every push
         self._server: asyncio.AbstractServer | None = None
         self._stopping = False
+        # The owner's settings in force: every worker applies their live part (a worker's own reading of
+        # the environment and LB_CONFIG_FILE may be newer than the owner's last reload).
+        self._settings = settings
         self._waits: set[asyncio.Task[int]] = set()  # where there is no pidfd: a thread waits per process
 
     @property
@@ -245,6 +252,13 @@ class WorkerHub:
             await asyncio.sleep(DRAIN_POLL)
         return busy()
 
+    def send_settings(self, settings: Settings) -> None:
+        """A reload: every worker applies the live settings of `settings`; workers started later too."""
+        self._settings = settings
+        message = encode_message(("settings", settings))
+        for writer in self._links:
+            writer.write(message)
+
     def _push(self, table: RoutingTable) -> None:
         """Called by the pool after every routing-table swap, before anything else runs."""
         self._version += 1
@@ -256,6 +270,8 @@ class WorkerHub:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(encode_message(("paths", sorted(self.reserved.exact), list(self.reserved.prefixes))))
         writer.write(table_message(self.pool.table, self._version))
+        if self._settings is not None:
+            writer.write(encode_message(("settings", self._settings)))
         link = self._links[writer] = WorkerLink()
         pid: int | None = None  # the worker on this connection, once it sent its counters
         try:

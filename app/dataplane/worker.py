@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 import uvloop
 
 from app.control.routing import RoutingTable
 from app.dataplane.access_log import make_access_log
-from app.dataplane.edge import EdgeServer, prepare_tls
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import Front, FrontLimits, ReservedPaths
 from app.dataplane.heap import settle_heap
@@ -66,6 +66,7 @@ class RemoteRouting:
         self.table = RoutingTable(make_strategy(settings.strategy, settings.vnodes).build([]), {})
         self._draining: dict[str, UpstreamPool] = {}  # dropped replicas still finishing requests
         self._watchers: set[asyncio.Task[None]] = set()  # one per draining name (strong references)
+        self.front: Front | None = None  # set once serving: a reload's settings apply to it
 
     def apply(self, ring: Ring, members: list[tuple[str, str]]) -> dict[str, UpstreamPool]:
         """Swap in the owner's ring; keep the connection pools of replicas whose address is unchanged.
@@ -99,6 +100,16 @@ class RemoteRouting:
             if message[0] == "table":
                 _, version, ring, members = message
                 await self.swap(version, ring, members)
+            elif message[0] == "settings":
+                self.reconfigure(message[1])
+
+    def reconfigure(self, settings: Settings) -> None:
+        """The owner reloaded: its live settings apply here too (new pools take them from self.settings)."""
+        self.settings = settings
+        for pool in self.table.upstreams.values():
+            pool.retune(settings.connect_timeout, settings.read_timeout, settings.max_idle_connections)
+        if self.front is not None:
+            self.front.reconfigure(settings)
 
     async def swap(self, version: int, ring: Ring, members: list[tuple[str, str]]) -> None:
         """Apply a table, acknowledge it, then report each dropped replica once its requests are done."""
@@ -195,8 +206,8 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     reserved = ReservedPaths(exact, prefixes)
     front = Front(FrontLimits.from_settings(settings), reserved, owner=owner_plane, access_log=access_log)
     front.data_plane = plane
-    server = EdgeServer(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
-    server.tls = prepare_tls(settings, front, worker=True)
+    routing.front = front
+    server = uvicorn.Server(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
     settle_heap()
 
     async def follow() -> None:
@@ -251,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--index", type=int, default=1)
     parser.add_argument("--port", type=int, default=None, help="the owner's bound port (overrides LB_PORT)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the owner's: it sends us the settings
     settings = load_settings()
     if args.port is not None:
         settings = settings.model_copy(update={"port": args.port})

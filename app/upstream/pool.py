@@ -242,6 +242,12 @@ class UpstreamPool:
             conn.unbind()  # a late response would desynchronise the connection
             raise
 
+    def retune(self, connect_timeout: float, read_timeout: float, max_idle: int) -> None:
+        """New timeouts and idle bound from now on (a reload); connections and requests in flight stay."""
+        self._connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._max_idle = max_idle
+
     async def close(self) -> None:
         """Close idle connections; busy ones close when their response completes."""
         self._closed = True

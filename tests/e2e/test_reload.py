@@ -1,0 +1,230 @@
+"""Change it live: LB_CONFIG_FILE re-read on SIGHUP and POST /config/reload, under load, in every process."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.lb_support import LBFactory, RunningLB, fresh_get
+from tests.polling import wait_until
+
+CLIENTS = 6
+LOAD_SECONDS_MAX = 60.0  # a bound: the load stops as soon as the reloads are checked
+KEYS = [str(100_000 + k) for k in range(120)]
+
+
+@dataclass
+class Load:
+    """Keep-alive clients sending GETs until stopped; every failure and every closed connection counted."""
+
+    port: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    closed: int = 0
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for index in range(CLIENTS):
+            thread = threading.Thread(target=self._client, args=(index,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _client(self, index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        deadline = time.monotonic() + LOAD_SECONDS_MAX
+        sent = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            sent += 1
+            try:
+                conn.request("GET", f"/home?id={index}-{sent}")
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(f"client {index}: {exc!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                continue
+            if response.status != 200:
+                self.failures.append(f"client {index}: {response.status}")
+            self.ok += 1
+            if response.will_close:  # the LB said Connection: close
+                self.closed += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.close()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "lb.toml"
+    path.write_text('strategy = "rendezvous"\nheader_timeout = 10\n')
+    return path
+
+
+@pytest.fixture
+def lb(lb_factory: LBFactory, config_file: Path) -> RunningLB:
+    return lb_factory(replicas="3", workers="2", config_file=str(config_file))
+
+
+def config(lb: RunningLB) -> dict[str, Any]:
+    body: dict[str, Any] = fresh_get(lb, "/config").json()
+    return body
+
+
+def reloaded_since(lb: RunningLB, loaded_at: float) -> bool:
+    return bool(config(lb)["loaded_at"] > loaded_at)
+
+
+def worker_requests(lb: RunningLB) -> dict[int, int]:
+    """Requests served per LB process (index 0: the owner), as /status reports them."""
+    rows = fresh_get(lb, "/status").json()["workers"]
+    return {row["index"]: row["requests"] for row in rows}
+
+
+def test_reloads_under_load_lose_nothing_and_every_process_routes_by_the_new_strategy(
+    lb: RunningLB, config_file: Path
+) -> None:
+    load = Load(lb.port)
+    load.start()
+    try:
+        wait_until(lambda: load.ok > 50, timeout=20)
+        before = config(lb)["loaded_at"]
+        config_file.write_text(
+            'strategy = "ketama"\nheader_timeout = 5\nbalance_factor = 2.0\nread_timeout = 8\n'
+        )
+        lb.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: reloaded_since(lb, before), timeout=20)
+        seen = load.ok
+        wait_until(lambda: load.ok > seen + 50, timeout=20)  # the load goes on across the reload
+        config_file.write_text(
+            'strategy = "maglev"\nheader_timeout = 7\nbody_timeout = 30\nmax_header_bytes = 2048\n'
+        )
+        answer = fresh_get_post(lb, "/config/reload")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["applied"] == [
+            "strategy",
+            "read_timeout",
+            "header_timeout",
+            "body_timeout",
+            "max_header_bytes",
+            "balance_factor",
+        ]
+        assert 0 < body["moved_share"] < 1 and body["restart_needed"] == []
+        seen = load.ok
+        wait_until(lambda: load.ok > seen + 50, timeout=20)
+    finally:
+        load.finish()
+    assert load.failures == [] and load.closed == 0, (load.failures[:5], load.closed)
+    shown = config(lb)
+    assert shown["settings"]["strategy"] == "maglev" and shown["settings"]["balance_factor"] is None
+    assert shown["origins"]["strategy"] == "file" and shown["origins"]["balance_factor"] == "default"
+    # Every process routes by maglev now: what /route names is what answers, on connections the kernel
+    # spreads over both processes.
+    served = worker_requests(lb)
+    for key in KEYS:
+        named = fresh_get(lb, "/route", key=key).json()["replica"]
+        message = fresh_get(lb, "/home", id=key).json()["message"]
+        assert message == f"Hello from Server: {named}", key
+    wait_until(lambda: all(worker_requests(lb)[i] > served[i] for i in served), timeout=10)
+    # ... and every process holds the new client limits: a 3,000-byte header is over 2,048 now.
+    padded = [fresh_get(lb, "/home", id=key, pad="a" * 3000).status_code for key in KEYS[:40]]
+    assert padded == [431] * 40
+    assert "configuration reloaded (SIGHUP); applied: strategy" in lb.log()
+
+
+def fresh_get_post(lb: RunningLB, path: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"{lb.url}{path}", timeout=30, headers={"connection": "close", **headers})
+
+
+def test_a_bad_file_changes_nothing_and_names_each_problem(lb: RunningLB, config_file: Path) -> None:
+    before = config(lb)
+    config_file.write_text('stratgy = "ketama"\nheader_timeout = -1\n')
+    answer = fresh_get_post(lb, "/config/reload")
+    assert answer.status_code == 400
+    assert answer.json()["problems"] == [
+        f"{config_file}: 'stratgy' is not a setting; did you mean 'strategy'?"
+    ]
+    config_file.write_text('strategy = "ketama"\nheader_timeout = -1\nmax_tries = 0\n')
+    answer = fresh_get_post(lb, "/config/reload")
+    assert answer.status_code == 400
+    problems = answer.json()["problems"]
+    assert problems == [  # in the settings' order
+        f"invalid setting max_tries=0 in {config_file}: Input should be greater than or equal to 1",
+        f"invalid setting header_timeout=-1 in {config_file}: Input should be greater than 0",
+    ]
+    assert answer.json()["message"].startswith("<Error> Reload refused, nothing changed: invalid setting")
+    after = config(lb)
+    assert after == before  # same values, same load time
+    lb.proc.send_signal(signal.SIGHUP)  # the same bad file by signal: one error line, the LB lives on
+    wait_until(lambda: "reload on SIGHUP refused, nothing changed: invalid setting max_tries=0" in lb.log())
+    assert lb.proc.poll() is None and config(lb) == before
+
+
+def test_a_restart_only_change_is_reported_and_keeps_its_running_value(
+    lb: RunningLB, config_file: Path
+) -> None:
+    config_file.write_text(
+        'strategy = "rendezvous"\nheader_timeout = 10\nvote_options = ["a", "b"]\nreplica_host = "::1"\n'
+    )
+    answer = fresh_get_post(lb, "/config/reload")
+    assert answer.status_code == 200
+    assert answer.json()["applied"] == [] and answer.json()["restart_needed"] == [
+        "replica_host",
+        "vote_options",
+    ]
+    assert (
+        "need a restart to take effect (running values kept): replica_host, vote_options"
+        in answer.json()["message"]
+    )
+    shown = config(lb)
+    assert shown["settings"]["replica_host"] == "127.0.0.1" and shown["restart_needed"] == [
+        "replica_host",
+        "vote_options",
+    ]
+    assert len(lb.replicas()) == 3
+
+
+def test_config_shows_origins_and_hides_secrets(lb_factory: LBFactory, config_file: Path) -> None:
+    config_file.write_text('strategy = "ketama"\nkey_name = "user"\n')
+    lb = lb_factory(replicas="1", config_file=str(config_file), admin_token="s3cret-token", key_name="uid")
+    shown = config(lb)
+    assert shown["settings"]["admin_token"] == "**********" and "s3cret" not in str(shown)
+    assert shown["origins"]["strategy"] == "file" and shown["origins"]["key_name"] == "environment"
+    assert shown["settings"]["key_name"] == "uid" and shown["config_file"] == str(config_file)
+    assert fresh_get_post(lb, "/config/reload").status_code == 401  # a reload is an admin's
+    answer = fresh_get_post(lb, "/config/reload", authorization="Bearer s3cret-token")
+    assert answer.status_code == 200 and answer.json()["applied"] == []
+
+
+@pytest.fixture
+def no_workers_lb(lb_factory: LBFactory, config_file: Path) -> Iterator[RunningLB]:
+    yield lb_factory(replicas="2", config_file=str(config_file))
+
+
+def test_client_limits_apply_to_open_connections(no_workers_lb: RunningLB, config_file: Path) -> None:
+    """max_header_bytes lowered by a reload holds for the next request of a connection opened before."""
+    lb = no_workers_lb
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    conn.request("GET", "/home?id=1", headers={"x-pad": "a" * 3000})
+    assert conn.getresponse().read() and True
+    config_file.write_text('strategy = "rendezvous"\nheader_timeout = 10\nmax_header_bytes = 2048\n')
+    assert fresh_get_post(lb, "/config/reload").json()["applied"] == ["max_header_bytes"]
+    conn.request("GET", "/home?id=1", headers={"x-pad": "a" * 3000})
+    assert conn.getresponse().status == 431
+    conn.close()
