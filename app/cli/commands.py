@@ -196,6 +196,19 @@ def plan(
     session.show(body, render.plan_table(body))
 
 
+@cli.command()
+@shares_options
+def reload(session: Session) -> None:
+    """Re-read the settings and apply the live ones, as SIGHUP does. A bad file changes nothing."""
+    body = session.call("POST", "/config/reload")
+    lines = [f"applied: {', '.join(body['applied'])}" if body["applied"] else "no live setting changed"]
+    if body["moved_share"] is not None:
+        lines.append(f"keys moved to another replica: {body['moved_share']:.1%} of the sample")
+    if body["restart_needed"]:
+        lines.append(f"need a restart (running values kept): {', '.join(body['restart_needed'])}")
+    session.show(body, "\n".join(lines))
+
+
 VOTER_ID = re.compile(r"[^A-Za-z0-9_.:-]")
 
 

@@ -9,6 +9,7 @@ import sys
 import threading
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -427,4 +428,25 @@ def test_errors_keep_the_spaces_of_quoted_names(shared: RunningLB) -> None:
     assert result.exit_code == 1
     assert one_line(result.stderr).startswith(
         f"chlb: {shared.url} answered 400 to POST /add: invalid replica name '  Server 1': "
+    )
+
+
+def test_reload_applies_the_file_and_says_what_changed(lb_factory: LBFactory, tmp_path: Path) -> None:
+    config = tmp_path / "lb.toml"
+    config.write_text('strategy = "rendezvous"\n')
+    lb = lb_factory(replicas="2", config_file=str(config), admin_token=TOKEN)
+    config.write_text('strategy = "ketama"\nheader_timeout = 4\nvote_options = ["a", "b"]\n')
+    assert chlb(lb, "reload").exit_code == 1  # a reload is an admin's
+    result = chlb(lb, "reload", token=TOKEN)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "applied: strategy, header_timeout"
+    assert re.fullmatch(r"keys moved to another replica: \d+\.\d% of the sample", lines[1]), lines[1]
+    assert lines[2] == "need a restart (running values kept): vote_options"
+    config.write_text('strategy = "nope"\n')
+    result = chlb(lb, "reload", token=TOKEN)
+    assert result.exit_code == 1
+    assert one_line(result.stderr).startswith(
+        f"chlb: {lb.url} answered 400 to POST /config/reload: Reload refused, nothing changed:"
+        f" invalid setting strategy='nope' in {config}"
     )
