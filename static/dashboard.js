@@ -353,6 +353,12 @@
     $("replica-count").textContent = `${status.replicas.length} desired, ${up} up`;
     const tls = status.tls ? ` · HTTPS on port ${status.tls.port} (${status.tls.protocols.join(", ")})` : "";
     $("strategy").textContent = `strategy ${status.strategy}${tls}`;
+    const loaded = $("config-loaded");
+    if (status.config_loaded_at) {
+      const when = new Date(status.config_loaded_at * 1000);
+      loaded.textContent = `configuration loaded ${ago(now / 1000 - status.config_loaded_at)}`;
+      loaded.title = when.toLocaleString();
+    }
   }
 
   // ----- polling ---------------------------------------------------------------------------------

@@ -305,3 +305,26 @@ def test_a_hostile_replica_name_is_shown_as_text_and_runs_nothing(
     assert browser.execute_script("return document.querySelectorAll('img').length") == 0
     assert no_script_ran(browser)
     browser.save_screenshot(str(screenshot_dir(request) / "hostile-name.png"))
+
+
+def test_the_header_says_when_the_configuration_was_loaded_and_follows_a_reload(
+    lb_factory: LBFactory, browser: WebDriver, tmp_path: Path
+) -> None:
+    config = tmp_path / "lb.toml"
+    config.write_text('strategy = "rendezvous"\n')
+    lb = lb_factory(replicas="1", config_file=str(config))
+    open_dashboard(browser, lb)
+    read = "const e = document.getElementById('config-loaded'); return [e.textContent, e.title];"
+
+    def shown() -> tuple[str, str]:
+        text, title = browser.execute_script(read)
+        return str(text), str(title)
+
+    WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda _: shown()[0].startswith("configuration"))
+    assert re.fullmatch(r"configuration loaded [0-9]+ s ago", shown()[0]) and shown()[1]
+    config.write_text('strategy = "ketama"\n')
+    assert lb.client.post("/config/reload").json()["applied"] == ["strategy"]
+    WebDriverWait(browser, WAIT, poll_frequency=0.1).until(
+        lambda _: browser.find_element("id", "strategy").text.startswith("strategy ketama")
+    )
+    assert re.fullmatch(r"configuration loaded [0-9] s ago", shown()[0]), shown()

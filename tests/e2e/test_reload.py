@@ -207,9 +207,13 @@ def test_config_shows_origins_and_hides_secrets(lb_factory: LBFactory, config_fi
     assert shown["settings"]["admin_token"] == "**********" and "s3cret" not in str(shown)
     assert shown["origins"]["strategy"] == "file" and shown["origins"]["key_name"] == "environment"
     assert shown["settings"]["key_name"] == "uid" and shown["config_file"] == str(config_file)
+    assert fresh_get(lb, "/status").json()["config_loaded_at"] == shown["loaded_at"]  # the dashboard's
     assert fresh_get_post(lb, "/config/reload").status_code == 401  # a reload is an admin's
     answer = fresh_get_post(lb, "/config/reload", authorization="Bearer s3cret-token")
     assert answer.status_code == 200 and answer.json()["applied"] == []
+    assert (
+        fresh_get(lb, "/status").json()["config_loaded_at"] == answer.json()["loaded_at"] > shown["loaded_at"]
+    )
 
 
 @pytest.fixture

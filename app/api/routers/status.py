@@ -78,6 +78,9 @@ class StatusResponse(BaseModel):
     workers: list[WorkerStatus]
     compiled: bool = Field(description="whether the hot path runs compiled (the start-up log says why not)")
     tls: TlsStatus | None = Field(None, description="the HTTPS listener; null: plain HTTP only")
+    config_loaded_at: float | None = Field(
+        None, description="when the configuration was last loaded: the start, or the last reload (Unix time)"
+    )
     status: str = "successful"
 
 
@@ -162,4 +165,5 @@ async def replica_status(
         tls=TlsStatus.model_validate(tls, from_attributes=True)
         if (tls := getattr(request.app.state, "tls", None)) is not None
         else None,
+        config_loaded_at=getattr(getattr(request.app.state, "reloader", None), "loaded_at", None),
     )
