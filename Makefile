@@ -78,6 +78,7 @@ test: native
 bench: native
 	scripts/apt-install.sh $(BENCH_APT)
 	$(BIN)/python -m bench.proxy_bench --out $(BENCH_OUT)/results.md
+	$(BIN)/python -m bench.tls_bench --out $(BENCH_OUT)/tls.md
 	$(BIN)/python -m bench.dataplane_bench --out $(BENCH_OUT)/dataplane.md
 
 bench-report: native

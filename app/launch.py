@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from app import native
 from app.control.lifecycle import LifecyclePolicy
 from app.dataplane.access_log import make_access_log
+from app.dataplane.edge import EdgeServer, prepare_tls
 from app.dataplane.front import Front, FrontLimits
 from app.dataplane.heap import settle_heap
 from app.dataplane.hub import WorkerHub
@@ -51,7 +52,7 @@ def build(settings: Settings) -> tuple[FastAPI, Front]:
     return app, front
 
 
-class Server(uvicorn.Server):
+class Server(EdgeServer):
     """uvicorn on a socket we bound, saying where it listens once the replicas are up."""
 
     def __init__(self, config: uvicorn.Config, reloader: Reloader | None = None) -> None:
@@ -123,6 +124,7 @@ def main() -> None:
     )
     warn_unknown(logger)
     sock = listening_socket(settings)
+    tls = prepare_tls(settings)  # a bad certificate or a busy LB_TLS_PORT: one line, exit 2
     host, port = sock.getsockname()[:2]  # the real port, also when the socket was inherited (LB_FD)
     logger.info("open %s", where_to_look(host, port))
     native.STATE.log(logger)
@@ -135,6 +137,7 @@ def main() -> None:
         signal.signal(sig, _stopped_by)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server is up: then SIGHUP reloads
     server = Server(config, app.state.reloader)
+    server.tls = app.state.tls = tls.serving(front) if tls is not None else None
     settle_heap()
     with sock:
         if settings.workers > 1:

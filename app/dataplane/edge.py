@@ -27,16 +27,25 @@ logger = logging.getLogger(__name__)
 class TlsListener:
     """The HTTPS socket of one process, what it serves with, and what /status says of it."""
 
+    front: Front
+
     def __init__(
-        self, sock: socket.socket, certificates: Certificates, front: Front, max_streams: int
+        self, sock: socket.socket, certificates: Certificates, max_streams: int, redirect: bool
     ) -> None:
         self.sock = sock
         self.certificates = certificates
-        self.front = front
+        self.redirect = redirect
         self.max_streams = max_streams
         self.port = int(sock.getsockname()[1])
         self.hosts = sorted(certificates.by_host)  # server names with their own certificate (SNI)
         self.protocols = list(ALPN)
+
+    def serving(self, front: Front) -> TlsListener:
+        """Serve for `front` (and point its LB_HTTPS_REDIRECT there); self."""
+        self.front = front
+        if self.redirect:
+            front.https_port = self.port
+        return self
 
     async def start(self, server: uvicorn.Server) -> None:
         """Listen with uvicorn's config and state, so its shutdown waits for these connections too."""
@@ -74,7 +83,7 @@ class EdgeServer(uvicorn.Server):
             await self.tls.start(self)
 
 
-def prepare_tls(settings: Settings, front: Front, *, worker: bool = False) -> TlsListener | None:
+def prepare_tls(settings: Settings, *, worker: bool = False) -> TlsListener | None:
     """Load the certificates and bind LB_TLS_PORT (None without LB_TLS_CERT); a problem exits 2 in one line.
 
     The owner writes the bound port back to LB_TLS_PORT, so workers (which inherit the environment) bind
@@ -100,11 +109,9 @@ def prepare_tls(settings: Settings, front: Front, *, worker: bool = False) -> Tl
             f"cannot listen on {host}:{settings.tls_port} (LB_TLS_PORT): {exc.strerror or exc}\n"
         )
         raise SystemExit(BAD_SETTINGS) from None
-    listener = TlsListener(sock, certificates, front, settings.h2_max_streams)
+    listener = TlsListener(sock, certificates, settings.h2_max_streams, settings.https_redirect)
     if not worker:
         os.environ["LB_TLS_PORT"] = str(listener.port)
         shown = "localhost" if host in ("", "0.0.0.0", "::") else host
         logger.info("HTTPS (h2, http/1.1) on https://%s:%d", shown, listener.port)
-    if settings.https_redirect:
-        front.https_port = listener.port
     return listener

@@ -91,6 +91,7 @@ class Front:
         # The owner's private port, where workers forward the LB's own paths: they log those requests
         # (with the real client), so the owner does not log them a second time.
         self.unlogged_port: int | None = None
+        self.https_port: int | None = None  # LB_HTTPS_REDIRECT: plain HTTP answers 308 to this port
         self.too_many = error_response(503, failure_body("Too many connections"), close=True)
         self.header_timeout = error_response(408, failure_body("Request header timeout"), close=True)
         self.body_timeout = error_response(408, failure_body("Request body timeout"), close=True)

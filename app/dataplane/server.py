@@ -27,6 +27,7 @@ from app.dataplane.asgi_bridge import AsgiExchange
 from app.dataplane.exchange import ProxyExchange
 from app.dataplane.front import Front
 from app.dataplane.http1 import RequestHead, error_response
+from app.dataplane.redirect import NOT_REDIRECTED, RedirectExchange
 from app.dataplane.seams import AsgiClientSide, Exchange, Tunnel
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class ClientConnection(AsgiClientSide):
         self.sockname: tuple[str, int] | None = None
         self.ip = b""
         self.keep_alive = True
+        self.secure = False  # set by app.dataplane.tls before connection_made: HTTPS/1.1
+        self._redirect = False  # LB_HTTPS_REDIRECT, on the public plain-HTTP port
         self.writing_paused = False
         self.paused: set[str] = set()  # why reading the client is paused now (empty: reading)
         self._active: Exchange | None = None
@@ -124,6 +127,11 @@ class ClientConnection(AsgiClientSide):
             if self.sockname[1] == self.front.unlogged_port:
                 self._unlogged = True
                 self.access_log = None
+        self._redirect = (
+            self.front.https_port is not None
+            and not self.secure
+            and (self.sockname is None or self.sockname[1] != self.front.unlogged_port)
+        )
         self._header_timer = self.loop.call_later(self.limits.header_timeout, self._on_header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -280,16 +288,22 @@ class ClientConnection(AsgiClientSide):
             self._length,
             self._chunked,
             self._expect,
+            self.secure,
         )
         self.server_state.total_requests += 1
         front = self.front
         exchange: Exchange
-        if method == b"CONNECT" or front.is_reserved(path):
+        if (plane := front.data_plane) is not None:
+            plane.stats.http1_requests += 1
+        if self._redirect and front.https_port is not None and path not in NOT_REDIRECTED:
+            host = self.sockname[0] if self.sockname else "localhost"
+            exchange = RedirectExchange(self, head, front.https_port, host)
+        elif method == b"CONNECT" or front.is_reserved(path):
             if front.owner is None:
                 exchange = AsgiExchange(self, head, self.limits.max_control_body_bytes)
             else:
                 exchange = ProxyExchange(front.owner, self, head)
-        elif (plane := front.data_plane) is not None:
+        elif plane is not None:
             exchange = ProxyExchange(plane, self, head)
         else:  # before the lifespan set the data plane (uvicorn listens only after it): the app says so
             exchange = AsgiExchange(self, head, self.limits.max_control_body_bytes)

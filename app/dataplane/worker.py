@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 import uvloop
 
 from app.control.routing import RoutingTable
 from app.dataplane.access_log import make_access_log
+from app.dataplane.edge import EdgeServer, prepare_tls
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import Front, FrontLimits, ReservedPaths
 from app.dataplane.heap import settle_heap
@@ -207,7 +207,9 @@ async def serve(settings: Settings, control: str, owner: str) -> None:
     front = Front(FrontLimits.from_settings(settings), reserved, owner=owner_plane, access_log=access_log)
     front.data_plane = plane
     routing.front = front
-    server = uvicorn.Server(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
+    server = EdgeServer(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
+    tls = prepare_tls(settings, worker=True)
+    server.tls = tls.serving(front) if tls is not None else None
     settle_heap()
 
     async def follow() -> None:
