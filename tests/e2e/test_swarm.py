@@ -1,7 +1,9 @@
-"""Two LB instances over one real single-node Docker Swarm: one membership, held by the engine.
+"""Two LB instances over one real single-node Docker Swarm: one membership, held by the engine, one
+vote database (the stack's votes-db service), one admin token (a Swarm secret).
 
 The instances run as swarm services of docker-stack.yml (the replicas are only reachable on the
 overlay network) and answer on host-mode ports on 127.0.0.1; every request here goes to loopback.
+One stack serves the whole module (swarm_stack); the up/down test deploys a small one of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from tests.load import Load
 from tests.polling import eventually, wait_until
 from tests.swarm_support import (
     LABEL,
-    REPLICA_IMAGE,
     SwarmStack,
     container_names,
     engine_snapshot,
@@ -58,13 +59,15 @@ def without(stack: SwarmStack, name: str) -> Callable[[], bool]:
     return lambda: name not in stack.services()
 
 
-def add(url: str, names: list[str]) -> None:
-    response = httpx.post(f"{url}/add", json={"n": len(names), "hostnames": names}, timeout=60.0)
+def add(url: str, names: list[str], auth: dict[str, str]) -> None:
+    body = {"n": len(names), "hostnames": names}
+    response = httpx.post(f"{url}/add", json=body, headers=auth, timeout=60.0)
     assert response.status_code == 200, response.text
 
 
-def remove(url: str, names: list[str]) -> None:
-    response = httpx.request("DELETE", f"{url}/rm", json={"n": len(names), "hostnames": names}, timeout=30.0)
+def remove(url: str, names: list[str], auth: dict[str, str]) -> None:
+    body = {"n": len(names), "hostnames": names}
+    response = httpx.request("DELETE", f"{url}/rm", json=body, headers=auth, timeout=30.0)
     assert response.status_code == 200, response.text
 
 
@@ -99,34 +102,149 @@ def test_swarm_up_then_down_leaves_the_engine_as_found(
 ) -> None:
     before = engine_snapshot(docker_engine)
     stack = fresh_stack(docker_engine, base_image, tmp_path, replicas=1)
+    stack.admin_token = ""  # none given: swarm-up generates one and keeps it in a file
     try:
         up = stack.up()
         assert up.returncode == 0, up.stderr[-3000:]
         wait_until(converged(stack, [stack.name(1)]), timeout=30)
-        assert stack.services() == sorted([f"{stack.stack}_lb-a", f"{stack.stack}_lb-b", stack.name(1)])
+        lbs = [f"{stack.stack}_lb-a", f"{stack.stack}_lb-b", f"{stack.stack}_votes-db"]
+        assert stack.services() == sorted([*lbs, stack.name(1)])
+        token_file = stack.secrets_dir / "admin-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        generated = token_file.read_text().strip()
+        assert len(generated) >= 32 and f"generated an admin token in {token_file}" in up.stderr
+        assert generated not in up.stdout + up.stderr  # said where it is, never what it is
+        a = stack.urls[0]
+        assert httpx.post(f"{a}/add", json={"n": 1}, timeout=10).status_code == 401
+        assert len(stack.stack_secrets()) == 2
     finally:
         down = stack.down()
+        kept = stack.remove_volume()
     assert down.returncode == 0, down.stderr[-3000:]
+    assert kept, f"swarm-down removed the votes' volume {stack.volume}"
+    assert f"docker volume rm {stack.volume}" in down.stderr
     assert stack.services() == []
     assert stack.containers() == []
     assert stack.networks() == []
+    assert stack.stack_secrets() == []
     assert engine_snapshot(docker_engine) == before
     assert not stack.state_file.exists()
+
+
+def test_right_after_swarm_up_both_instances_route_1000_keys_to_the_same_replica(
+    swarm_stack: SwarmStack,
+) -> None:
+    """The first test on the module's stack: swarm-up returned when both /readyz said 200, just now."""
+    a, b = swarm_stack.urls
+    keys = range(1000)
+    through_a, through_b = routes(a, keys), routes(b, keys)  # every answer a 200, or the test fails
+    disagree = [k for k in through_a if through_a[k] != through_b[k]]
+    assert disagree == [], f"{len(disagree)} of 1000 keys disagree, e.g. {disagree[:5]}"
+    assert set(through_a.values()) == {swarm_stack.name(k) for k in (1, 2, 3)}
+
+
+def test_admin_routes_need_the_token_on_both_instances(swarm_stack: SwarmStack) -> None:
+    base = [swarm_stack.name(k) for k in (1, 2, 3)]
+    wait_until(converged(swarm_stack, base), timeout=30)
+    extra = swarm_stack.name(6)
+    body = {"n": 1, "hostnames": [extra]}
+    for url in swarm_stack.urls:
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            response = httpx.post(f"{url}/add", json=body, headers=headers, timeout=10.0)
+            assert response.status_code == 401, response.text
+            assert response.json()["status"] == "failure"
+            removal = httpx.request("DELETE", f"{url}/rm", json=body, headers=headers, timeout=10.0)
+            assert removal.status_code == 401, removal.text
+    assert extra not in swarm_stack.services()
+    add(swarm_stack.urls[0], [extra], swarm_stack.auth)
+    wait_until(converged(swarm_stack, [*base, extra]), timeout=CONVERGE_SECONDS)
+    remove(swarm_stack.urls[1], [extra], swarm_stack.auth)
+    wait_until(converged(swarm_stack, base), timeout=CONVERGE_SECONDS)
+    assert (swarm_stack.secrets_dir / "admin-token").read_text().strip() == swarm_stack.admin_token
+
+
+def test_votes_through_either_instance_are_one_poll(swarm_stack: SwarmStack) -> None:
+    a, b = swarm_stack.urls
+    # votes-db may still be starting: until it answers, votes are 503 (and routing goes on).
+    wait_until(lambda: httpx.get(f"{a}/api/votes", timeout=5).status_code == 200, timeout=90, interval=0.2)
+    zero = {"docker": 0, "helm": 0, "kubernetes": 0, "prometheus": 0}
+    voters = [f"voter-{i}" for i in range(100)]
+    for url, option in ((a, "docker"), (b, "helm")):  # the same 100 voters, first through a, then b
+        with httpx.Client(base_url=url, timeout=10.0) as client:
+            for voter in voters:
+                response = client.post("/api/vote", json={"option": option}, headers={"X-Voter-Id": voter})
+                assert response.status_code == 200, response.text
+        expected = {**zero, option: 100}
+        assert httpx.get(f"{a}/api/votes").json() == httpx.get(f"{b}/api/votes").json() == expected
+
+
+def test_rm_lets_requests_in_flight_finish_and_the_other_instance_stops_at_once(
+    swarm_stack: SwarmStack, docker_engine: Any
+) -> None:
+    a, b = swarm_stack.urls
+    base = [swarm_stack.name(k) for k in (1, 2, 3)]
+    victim = swarm_stack.name(5)
+    add(a, [victim], swarm_stack.auth)
+    wait_until(all_up(swarm_stack, [*base, victim]), timeout=60)
+    keys = [k for k in range(400) if route(a, k) == victim][:2]
+    assert len(keys) == 2 and all(route(b, k) == victim for k in keys)
+    # The engine stops the removed task with SIGTERM and kills it after the service's stop grace period
+    # (unset: Docker's 10 s): requests in flight have at least LB_DRAIN_TIMEOUT (the stack's: 10 s).
+    spec = docker_engine.services.get(victim).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert spec.get("StopGracePeriod", 10 * 10**9) >= 10 * 10**9
+
+    victim_container = swarm_stack.task_container(victim)
+
+    def slow(url: str, key: int) -> tuple[httpx.Response, float]:
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            # POST: never retried on another replica, so only the drain can make it a 200
+            response = client.post("/slow", params={"id": str(key), "secs": "5"}, content=b"order")
+            return response, time.time()
+
+    def in_flight(url: str) -> int:
+        row = (status_of(url) or {}).get(victim)
+        return int(row["in_flight"]) if row else -1
+
+    with ThreadPoolExecutor(4) as pool, Load(b, workers=2) as load:
+        pending = [pool.submit(slow, url, key) for url in (a, b) for key in keys]
+        wait_until(lambda: in_flight(a) == in_flight(b) == 2, timeout=10)
+        removed_at = time.time()
+        remove(a, [victim], swarm_stack.auth)
+        returned = time.monotonic()
+        wait_until(lambda: victim not in (replicas_of(b) or [victim]), timeout=CONVERGE_SECONDS)
+        assert time.monotonic() - returned <= CONVERGE_SECONDS
+        assert not (status_of(b) or {}).get(victim, {}).get("on_ring")  # b sends it nothing new
+        assert [route(url, k) != victim for url in (a, b) for k in keys] == [True] * 4
+        answers = [future.result() for future in pending]
+        load.wait_for(100)
+    assert [(r.status_code, r.text) for r, _ in answers] == [(200, "late")] * 4
+    # The engine told the replica to stop (SIGTERM) while those requests were still in flight.
+    kills = docker_engine.api.events(
+        since=int(removed_at) - 1,
+        until=int(time.time()) + 1,
+        filters={"container": victim_container.id, "event": "kill"},
+        decode=True,
+    )
+    signalled = min(event["timeNano"] / 1e9 for event in kills)
+    assert signalled < min(done for _, done in answers), "the replica was stopped only after its requests"
+    assert load.errors == [] and set(load.statuses) == {200}, (load.errors[:3], load.statuses)
+    wait_until(without(swarm_stack, victim), timeout=30)
+    wait_until(converged(swarm_stack, base), timeout=CONVERGE_SECONDS)
 
 
 def test_add_through_one_instance_is_listed_by_the_other_within_a_second(swarm_stack: SwarmStack) -> None:
     a, b = swarm_stack.urls
     base = [swarm_stack.name(k) for k in (1, 2, 3)]
     wait_until(converged(swarm_stack, base), timeout=30)
-    lbs = [f"{swarm_stack.stack}_lb-a", f"{swarm_stack.stack}_lb-b"]
+    lbs = [f"{swarm_stack.stack}_lb-a", f"{swarm_stack.stack}_lb-b", f"{swarm_stack.stack}_votes-db"]
     assert swarm_stack.services() == sorted([*base, *lbs])  # two instances started together made 3
     added = swarm_stack.name(7)
-    add(a, [added])
+    add(a, [added], swarm_stack.auth)
     returned = time.monotonic()
     wait_until(lambda: replicas_of(b) == [*base, added], timeout=CONVERGE_SECONDS)
     assert time.monotonic() - returned <= CONVERGE_SECONDS
     assert added in swarm_stack.services()
-    remove(b, [added])  # back to the three the other tests expect
+    remove(b, [added], swarm_stack.auth)  # back to the three the other tests expect
     wait_until(converged(swarm_stack, base), timeout=CONVERGE_SECONDS)
 
 
@@ -147,10 +265,10 @@ def test_rm_through_either_instance_converges_on_both(swarm_stack: SwarmStack) -
     base = [swarm_stack.name(k) for k in (1, 2, 3)]
     wait_until(converged(swarm_stack, base), timeout=30)
     extra = [swarm_stack.name(8), swarm_stack.name(9)]
-    add(b, extra)
+    add(b, extra, swarm_stack.auth)
     wait_until(converged(swarm_stack, [*base, *extra]), timeout=CONVERGE_SECONDS)
     for through, gone in ((a, extra[0]), (b, extra[1])):
-        remove(through, [gone])
+        remove(through, [gone], swarm_stack.auth)
         returned = time.monotonic()
         left = [n for n in replicas_of(through) or [] if n != gone]
         wait_until(converged(swarm_stack, left), timeout=CONVERGE_SECONDS)
@@ -225,16 +343,19 @@ def test_add_refuses_bad_names_and_never_touches_a_service_it_did_not_make(
     from docker.types import ServiceMode
 
     a, b = swarm_stack.urls
+    auth = swarm_stack.auth
     base = [swarm_stack.name(k) for k in (1, 2, 3)]
     wait_until(converged(swarm_stack, base), timeout=30)
     for bad in ("a.b", "ends-", "Server 5", "x" * 64):
-        response = httpx.post(f"{a}/add", json={"n": 1, "hostnames": [bad]}, timeout=10.0)
+        response = httpx.post(f"{a}/add", json={"n": 1, "hostnames": [bad]}, headers=auth, timeout=10.0)
         assert response.status_code == 400, response.text
         assert response.json()["status"] == "failure"
     foreign = f"t{swarm_stack.token}-foreign"  # someone else's service (no task: zero replicas)
-    service = docker_engine.services.create(REPLICA_IMAGE, name=foreign, mode=ServiceMode("replicated", 0))
+    service = docker_engine.services.create(
+        swarm_stack.replica_image, name=foreign, mode=ServiceMode("replicated", 0)
+    )
     try:
-        response = httpx.post(f"{b}/add", json={"n": 1, "hostnames": [foreign]}, timeout=30.0)
+        response = httpx.post(f"{b}/add", json={"n": 1, "hostnames": [foreign]}, headers=auth, timeout=30.0)
         assert response.status_code == 409, response.text
         assert response.json()["status"] == "failure"
         assert docker_engine.services.get(foreign).id == service.id
@@ -258,7 +379,11 @@ def test_swarm_runtime_on_the_engine_conflicts_lists_and_reports_task_deaths(
 
     def runtime() -> SwarmRuntime:
         return SwarmRuntime(
-            docker.from_env, image=REPLICA_IMAGE, network=swarm_stack.network, label=LABEL, cluster=cluster
+            docker.from_env,
+            image=swarm_stack.replica_image,
+            network=swarm_stack.network,
+            label=LABEL,
+            cluster=cluster,
         )
 
     def task_container() -> Any:
@@ -293,7 +418,7 @@ def test_swarm_runtime_on_the_engine_conflicts_lists_and_reports_task_deaths(
         await one.stop(handle)
         assert await two.list_replicas() == {}
         foreign = docker_engine.services.create(
-            REPLICA_IMAGE, name=f"{cluster}-x", mode=ServiceMode("replicated", 0)
+            swarm_stack.replica_image, name=f"{cluster}-x", mode=ServiceMode("replicated", 0)
         )
         try:
             with pytest.raises(ReplicaExistsError) as refused:
