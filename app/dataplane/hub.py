@@ -140,8 +140,8 @@ class WorkerHub:
         self._version = 0  # of the routing table, counted up on every push
         self._server: asyncio.AbstractServer | None = None
         self._stopping = False
-        # The owner's settings in force: every worker applies their live part (a worker's own reading of
-        # the environment and LB_CONFIG_FILE may be newer than the owner's last reload).
+        # The owner's settings in force: every worker starts with them (workers read no environment or
+        # settings file of their own) and takes each reload's. Tests of the protocol may leave them out.
         self._settings = settings
         self._waits: set[asyncio.Task[int]] = set()  # where there is no pidfd: a thread waits per process
 
@@ -268,10 +268,10 @@ class WorkerHub:
                 writer.write(message)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._settings is not None:  # first: a worker is configured by the owner's settings in force
+            writer.write(encode_message(("settings", self._settings)))
         writer.write(encode_message(("paths", sorted(self.reserved.exact), list(self.reserved.prefixes))))
         writer.write(table_message(self.pool.table, self._version))
-        if self._settings is not None:
-            writer.write(encode_message(("settings", self._settings)))
         link = self._links[writer] = WorkerLink()
         pid: int | None = None  # the worker on this connection, once it sent its counters
         try:

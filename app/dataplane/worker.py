@@ -1,6 +1,6 @@
 """A data-plane worker process (LB_WORKERS > 1): serves the shared port with the owner's routing table.
 
-Started by the owner's WorkerHub as `python -m app.dataplane.worker`; reads the same LB_* settings.
+Started by the owner's WorkerHub as `python -m app.dataplane.worker`; takes the owner's settings in force.
 It starts no replicas and probes nothing: its ring and replica addresses come from the owner, and
 the LB's own paths are proxied to the owner, so /add, /rep and /status answer the same from any worker.
 """
@@ -34,7 +34,7 @@ from app.dataplane.server import make_config
 from app.metrics import Stats
 from app.ring import Ring
 from app.ring.registry import make_strategy
-from app.settings import Settings, load_settings
+from app.settings import Settings
 from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -176,10 +176,21 @@ async def no_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve(settings: Settings, control: str, owner: str) -> None:
-    """Take the first table from the owner, then serve until told to stop or the owner goes away."""
+async def serve(control: str, owner: str, index: int = 1, port: int | None = None) -> None:
+    """Take the owner's settings and first table, then serve until told to stop or the owner goes away.
+
+    The settings come from the owner, not from this process's environment: a settings file edited since the
+    owner's last reload can neither make a (re)started worker differ from the owner nor stop it.
+    """
     owner_pid = os.getppid()
     reader, writer = await asyncio.open_unix_connection(control)
+    _, settings = await read_message(reader)
+    if port is not None:  # the owner's bound port (LB_PORT=0 picks one: the workers take the same)
+        settings = settings.model_copy(update={"port": port})
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
+    )
     routing = RemoteRouting(settings, writer)
     _, exact, prefixes = await read_message(reader)  # the owner's own paths, forwarded to it
     _, version, ring, members = await read_message(reader)
@@ -265,14 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None, help="the owner's bound port (overrides LB_PORT)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the owner's: it sends us the settings
-    settings = load_settings()
-    if args.port is not None:
-        settings = settings.model_copy(update={"port": args.port})
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
-    )
-    uvloop.run(serve(settings, args.control, args.owner))
+    uvloop.run(serve(args.control, args.owner, args.index, args.port))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.lb_support import LBFactory, RunningLB, fresh_get
+from tests.lb_support import LBFactory, RunningLB, fresh_get, served_by, worker_pids
 from tests.polling import wait_until
 
 CLIENTS = 6
@@ -232,3 +233,18 @@ def test_client_limits_apply_to_open_connections(no_workers_lb: RunningLB, confi
     conn.request("GET", "/home?id=1", headers={"x-pad": "a" * 3000})
     assert conn.getresponse().status == 431
     conn.close()
+
+
+def test_a_worker_restarted_after_the_file_broke_takes_the_owners_settings(
+    lb: RunningLB, config_file: Path
+) -> None:
+    """Workers read no settings file of their own: a bad edit not yet reloaded cannot stop a restarted one."""
+    config_file.write_text("strategy = \n")  # not TOML
+    (old,) = worker_pids(lb)
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: worker_pids(lb) not in ([], [old]), timeout=30)
+    (new,) = worker_pids(lb)
+    wait_until(lambda: served_by(lb, new), timeout=30)  # it serves the port
+    assert "invalid" not in lb.log() and "cannot be read" not in lb.log()
+    statuses = [fresh_get(lb, "/home", id=key).status_code for key in KEYS[:20]]
+    assert statuses == [200] * 20
