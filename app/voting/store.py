@@ -6,6 +6,7 @@ then shows the same counts), else the SQLite file at LB_DB_PATH. Routes depend o
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Protocol
 
 from app.errors import LoadBalancerError
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 __all__ = ["VoteStore", "VotesUnavailableError", "open_vote_store"]
+
+logger = logging.getLogger(__name__)
 
 
 class VotesUnavailableError(LoadBalancerError):
@@ -55,13 +58,16 @@ def open_vote_store(settings: Settings) -> VoteStore:
         from app.voting.postgres_store import PostgresVoteStore  # asyncpg only when it is used
 
         password = settings.votes_password.get_secret_value() if settings.votes_password else None
-        return PostgresVoteStore(
+        store = PostgresVoteStore(
             settings.votes_url.get_secret_value(),
             settings.vote_options,
             password=password,
             pool_size=settings.votes_pool_size,
             timeout=settings.votes_timeout,
         )
+        logger.info("votes: PostgreSQL at %s (connects on first use)", store.where)  # never the password
+        return store
     from app.voting.sqlite_store import SqliteVoteStore
 
+    logger.info("votes: SQLite file %s (this LB's own; LB_VOTES_URL shares them)", settings.db_path)
     return SqliteVoteStore(settings.db_path, settings.vote_options)

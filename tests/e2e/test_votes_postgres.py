@@ -33,6 +33,7 @@ def vote(lb: RunningLB, voter: str, option: str) -> httpx.Response:
 def test_two_lbs_on_one_database_show_the_same_counts(lb_factory: LBFactory, postgres_url: str) -> None:
     a = lb_factory(replicas="0", votes_url=postgres_url)
     b = lb_factory(replicas="0", votes_url=postgres_url)
+    assert f"votes: PostgreSQL at 127.0.0.1:{postgres_url.split(':')[-1]}" in a.log()
     voters = [f"voter-{i}" for i in range(VOTERS)]
     for voter in voters:
         assert vote(a, voter, "docker").status_code == 200
