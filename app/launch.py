@@ -171,6 +171,7 @@ async def serve_with_workers(
         owner_address,
         settings.fd,
         port=port,
+        tls_port=app.state.tls.port if getattr(app.state, "tls", None) is not None else None,
         backoff=backoff,
         reserved=app.state.is_reserved,
         settings=settings,

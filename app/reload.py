@@ -18,7 +18,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.control.local_membership import MembershipPolicy
+from app.dataplane.edge import load_certificates
 from app.dataplane.front import Front, FrontLimits
+from app.dataplane.tls import CertificateError, Certificates
 from app.ring import introspect
 from app.ring.base import Ring
 from app.ring.registry import make_strategy
@@ -47,7 +49,8 @@ HEALTH = frozenset(
 )
 RING = frozenset({"strategy", "vnodes"})
 ADMIN = frozenset({"admin_token", "admin_token_file", "config_file"})
-LIVE = CLIENT_SIDE | DATA_PLANE | UPSTREAM | HEALTH | RING | ADMIN
+CERTIFICATES = frozenset({"tls_cert", "tls_key", "tls_certs_dir"})  # re-read on every reload anyway
+LIVE = CLIENT_SIDE | DATA_PLANE | UPSTREAM | HEALTH | RING | ADMIN | CERTIFICATES
 SECRETS = frozenset({"admin_token", "votes_url", "votes_password"})  # GET /config says set or unset only
 
 
@@ -110,11 +113,15 @@ class Reloader:
             old: Settings = state.settings
             applied, restart_needed = changes(old, new)
             settings = in_force(old, new, applied)
+            tls = getattr(state, "tls", None)  # the HTTPS listener: its certificates are read again
+            certificates = self._certificates(settings) if tls is not None else None
             moved = None
             if RING & set(applied):
                 moved = await self._use_strategy(settings)
             state.membership.retune(MembershipPolicy.from_settings(settings))  # its pools too
             self.front.reconfigure(settings)
+            if tls is not None and certificates is not None:
+                tls.use(certificates)  # new connections get them; open ones keep theirs
             state.settings = settings
             hub = getattr(state, "hub", None)
             if hub is not None:
@@ -124,6 +131,13 @@ class Reloader:
             message = describe(trigger, applied, restart_needed, moved)
             logger.info("%s", message)
             return Reloaded(applied, restart_needed, moved, self.loaded_at, message)
+
+    @staticmethod
+    def _certificates(settings: Settings) -> Certificates | None:
+        try:
+            return load_certificates(settings)
+        except CertificateError as exc:
+            raise BadSettingsError([str(exc)]) from None
 
     async def _use_strategy(self, settings: Settings) -> float:
         membership = self.app.state.membership

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import sys
+from dataclasses import replace
 
 import uvicorn
 
@@ -39,6 +39,14 @@ class TlsListener:
         self.port = int(sock.getsockname()[1])
         self.hosts = sorted(certificates.by_host)  # server names with their own certificate (SNI)
         self.protocols = list(ALPN)
+        self.edge: TlsEdge | None = None  # once listening: what each new connection is made with
+
+    def use(self, certificates: Certificates) -> None:
+        """New certificates (a reload) for new connections; open ones keep the one they shook hands with."""
+        self.certificates = certificates
+        self.hosts = sorted(certificates.by_host)
+        if self.edge is not None:
+            self.edge = replace(self.edge, certificates=certificates)
 
     def serving(self, front: Front) -> TlsListener:
         """Serve for `front` (and point its LB_HTTPS_REDIRECT there); self."""
@@ -60,10 +68,12 @@ class TlsListener:
             connection.secure = True
             return connection
 
-        edge = TlsEdge(self.certificates, upper, front.limits.header_timeout, self._failed)
-        listening = await loop.create_server(
-            lambda: TlsConnection(edge), sock=self.sock, backlog=config.backlog
-        )
+        self.edge = edge = TlsEdge(self.certificates, upper, front.limits.header_timeout, self._failed)
+
+        def connection() -> TlsConnection:
+            return TlsConnection(self.edge or edge)  # the latest certificates (a reload swaps self.edge)
+
+        listening = await loop.create_server(connection, sock=self.sock, backlog=config.backlog)
         server.servers.append(listening)
 
     def _failed(self) -> None:
@@ -83,19 +93,25 @@ class EdgeServer(uvicorn.Server):
             await self.tls.start(self)
 
 
+def load_certificates(settings: Settings) -> Certificates | None:
+    """LB_TLS_CERT, LB_TLS_KEY and LB_TLS_CERTS_DIR read now (None without TLS); CertificateError if bad."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return Certificates.load(settings.tls_cert, settings.tls_key, settings.tls_certs_dir)
+
+
 def prepare_tls(settings: Settings, *, worker: bool = False) -> TlsListener | None:
     """Load the certificates and bind LB_TLS_PORT (None without LB_TLS_CERT); a problem exits 2 in one line.
 
-    The owner writes the bound port back to LB_TLS_PORT, so workers (which inherit the environment) bind
-    the same one when it was 0.
+    The owner's settings then carry the bound port (app.launch), so workers bind the same one when it was 0.
     """
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
     try:
-        certificates = Certificates.load(settings.tls_cert, settings.tls_key, settings.tls_certs_dir)
+        certificates = load_certificates(settings)
     except CertificateError as exc:
         sys.stderr.write(f"{exc}\n")
         raise SystemExit(BAD_SETTINGS) from None
+    if certificates is None:
+        return None
     host = settings.host
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -111,7 +127,6 @@ def prepare_tls(settings: Settings, *, worker: bool = False) -> TlsListener | No
         raise SystemExit(BAD_SETTINGS) from None
     listener = TlsListener(sock, certificates, settings.h2_max_streams, settings.https_redirect)
     if not worker:
-        os.environ["LB_TLS_PORT"] = str(listener.port)
         shown = "localhost" if host in ("", "0.0.0.0", "::") else host
         logger.info("HTTPS (h2, http/1.1) on https://%s:%d", shown, listener.port)
     return listener

@@ -118,6 +118,7 @@ class WorkerHub:
         fd: int | None = None,
         *,
         port: int | None = None,
+        tls_port: int | None = None,
         backoff: Callable[[int], float],
         reserved: ReservedPaths | None = None,
         command: Sequence[str] = WORKER_COMMAND,
@@ -126,6 +127,7 @@ class WorkerHub:
         self.pool = pool
         self.fd = fd  # LB_FD: an inherited listening socket, passed on to every worker
         self.port = port  # else the port the owner bound (LB_PORT=0 picks one: the workers take the same)
+        self.tls_port = tls_port  # the same for LB_TLS_PORT
         self.count = count
         self.owner_address = owner_address
         self.backoff = backoff  # quick exits in a row -> seconds before the next start
@@ -168,6 +170,8 @@ class WorkerHub:
         argv += ["--index", str(worker.index)]
         if self.port is not None:
             argv += ["--port", str(self.port)]
+        if self.tls_port is not None:
+            argv += ["--tls-port", str(self.tls_port)]
         proc = subprocess.Popen(
             argv,
             pass_fds=(self.fd,) if self.fd is not None else (),

@@ -23,7 +23,7 @@ import uvloop
 
 from app.control.routing import RoutingTable
 from app.dataplane.access_log import make_access_log
-from app.dataplane.edge import EdgeServer, prepare_tls
+from app.dataplane.edge import EdgeServer, TlsListener, load_certificates, prepare_tls
 from app.dataplane.exchange import DataPlane
 from app.dataplane.front import Front, FrontLimits, ReservedPaths
 from app.dataplane.heap import settle_heap
@@ -31,6 +31,7 @@ from app.dataplane.hub import DRAIN_POLL, encode_message, read_message
 from app.dataplane.keys import make_key_extractor
 from app.dataplane.replies import failure_body
 from app.dataplane.server import make_config
+from app.dataplane.tls import CertificateError
 from app.metrics import Stats
 from app.ring import Ring
 from app.ring.registry import make_strategy
@@ -67,6 +68,7 @@ class RemoteRouting:
         self._draining: dict[str, UpstreamPool] = {}  # dropped replicas still finishing requests
         self._watchers: set[asyncio.Task[None]] = set()  # one per draining name (strong references)
         self.front: Front | None = None  # set once serving: a reload's settings apply to it
+        self.tls: TlsListener | None = None  # the HTTPS listener: a reload reads its certificates again
 
     def apply(self, ring: Ring, members: list[tuple[str, str]]) -> dict[str, UpstreamPool]:
         """Swap in the owner's ring; keep the connection pools of replicas whose address is unchanged.
@@ -110,6 +112,14 @@ class RemoteRouting:
             pool.retune(settings.connect_timeout, settings.read_timeout, settings.max_idle_connections)
         if self.front is not None:
             self.front.reconfigure(settings)
+        if self.tls is not None:
+            try:
+                certificates = load_certificates(settings)
+            except CertificateError as exc:  # changed on disk since the owner read them: keep ours
+                logger.error("certificates not reloaded: %s", exc)
+            else:
+                if certificates is not None:
+                    self.tls.use(certificates)
 
     async def swap(self, version: int, ring: Ring, members: list[tuple[str, str]]) -> None:
         """Apply a table, acknowledge it, then report each dropped replica once its requests are done."""
@@ -176,7 +186,9 @@ async def no_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve(control: str, owner: str, index: int = 1, port: int | None = None) -> None:
+async def serve(
+    control: str, owner: str, index: int = 1, port: int | None = None, tls_port: int | None = None
+) -> None:
     """Take the owner's settings and first table, then serve until told to stop or the owner goes away.
 
     The settings come from the owner, not from this process's environment: a settings file edited since the
@@ -187,6 +199,8 @@ async def serve(control: str, owner: str, index: int = 1, port: int | None = Non
     _, settings = await read_message(reader)
     if port is not None:  # the owner's bound port (LB_PORT=0 picks one: the workers take the same)
         settings = settings.model_copy(update={"port": port})
+    if tls_port is not None:
+        settings = settings.model_copy(update={"tls_port": tls_port})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
@@ -220,7 +234,7 @@ async def serve(control: str, owner: str, index: int = 1, port: int | None = Non
     routing.front = front
     server = EdgeServer(make_config(no_app, front, lifespan="off", access_log=settings.access_log))
     tls = prepare_tls(settings, worker=True)
-    server.tls = tls.serving(front) if tls is not None else None
+    server.tls = routing.tls = tls.serving(front) if tls is not None else None
     settle_heap()
 
     async def follow() -> None:
@@ -274,9 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--owner", required=True, help="host:port of the owner's private listener")
     parser.add_argument("--index", type=int, default=1)
     parser.add_argument("--port", type=int, default=None, help="the owner's bound port (overrides LB_PORT)")
+    parser.add_argument("--tls-port", type=int, default=None, help="the owner's bound HTTPS port")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the owner's: it sends us the settings
-    uvloop.run(serve(args.control, args.owner, args.index, args.port))
+    uvloop.run(serve(args.control, args.owner, args.index, args.port, args.tls_port))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.h2_clients import tls_socket
 from tests.lb_support import LBFactory, RunningLB, fresh_get, served_by, worker_pids
 from tests.polling import wait_until
+from tests.tls_support import make_pair
 
 CLIENTS = 6
 LOAD_SECONDS_MAX = 60.0  # a bound: the load stops as soon as the reloads are checked
@@ -248,3 +251,47 @@ def test_a_worker_restarted_after_the_file_broke_takes_the_owners_settings(
     assert "invalid" not in lb.log() and "cannot be read" not in lb.log()
     statuses = [fresh_get(lb, "/home", id=key).status_code for key in KEYS[:20]]
     assert statuses == [200] * 20
+
+
+def served_certificate(port: int) -> bytes:
+    """The certificate a new HTTPS/1.1 connection gets (DER)."""
+    with tls_socket(port, alpn=("http/1.1",)) as sock:
+        der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def https_get(sock: ssl.SSLSocket, key: str) -> int:
+    """One keep-alive GET on an open HTTPS/1.1 connection; its status."""
+    sock.sendall(f"GET /home?id={key} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    response = http.client.HTTPResponse(sock)  # reads from the socket's file
+    response.begin()
+    response.read()
+    return response.status
+
+
+def test_a_certificate_replaced_on_disk_is_served_to_new_connections_after_a_reload(
+    lb_factory: LBFactory, tmp_path: Path
+) -> None:
+    first = make_pair(tmp_path / "first", "site")
+    lb = lb_factory(replicas="2", workers="2", tls_cert=str(first.cert), tls_key=str(first.key), tls_port="0")
+    port = int(fresh_get(lb, "/status").json()["tls"]["port"])
+    old = served_certificate(port)
+    assert old == ssl.PEM_cert_to_DER_cert(first.cert.read_text())
+    # An open connection keeps the certificate it has.
+    with tls_socket(port, alpn=("http/1.1",)) as kept:
+        assert https_get(kept, "1") == 200
+        second = make_pair(tmp_path / "second", "site")
+        broken = tmp_path / "broken.key"
+        broken.write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+        first.key.write_bytes(broken.read_bytes())  # a bad key on disk: refused, the old pair stays
+        answer = fresh_get_post(lb, "/config/reload")
+        assert answer.status_code == 400 and "LB_TLS_KEY" in answer.json()["problems"][0], answer.text
+        assert {served_certificate(port) for _ in range(10)} == {old}
+        first.cert.write_bytes(second.cert.read_bytes())
+        first.key.write_bytes(second.key.read_bytes())
+        answer = fresh_get_post(lb, "/config/reload")
+        assert answer.status_code == 200, answer.text
+        new = ssl.PEM_cert_to_DER_cert(second.cert.read_text())
+        assert {served_certificate(port) for _ in range(20)} == {new}  # every process (20 connections)
+        assert https_get(kept, "2") == 200 and kept.getpeercert(binary_form=True) == old
