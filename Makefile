@@ -34,10 +34,12 @@ help:
 	@echo "make docker-engine       start a Docker engine if one is installed but stopped"
 	@echo "make docker-base         print (and build if needed) the base image the Dockerfiles use"
 	@echo "make docker-images       build the LB and replica images (docker compose build)"
-	@echo "make docker-up           the stack in containers (docker compose up), waits until /rep answers"
+	@echo "make docker-up           the stack in containers (docker compose up), waits until /readyz answers"
 	@echo "make docker-down         docker compose down, and check that nothing is left"
-	@echo "make swarm-up            two LB instances on Docker Swarm (docker-stack.yml): /rep on :5000 and :5001"
-	@echo "make swarm-down          remove that stack and its replicas; leave the swarm if swarm-up made it"
+	@echo "make swarm-up            two LB instances + votes-db on Docker Swarm (docker-stack.yml), waits for /readyz"
+	@echo "                         on :5000 and :5001; admin token in .swarm-secrets/admin-token (SWARM_ADMIN_TOKEN=...)"
+	@echo "make swarm-down          remove that stack and its replicas (keeps the votes' volume chlb_votes-db-data);"
+	@echo "                         leave the swarm if swarm-up made it"
 	@echo "make clean               remove .venv, caches, outputs and the project's Docker config folder"
 
 # Two installs: running needs the package only (a first `make run` is quick); tests, the compiled hot
