@@ -71,6 +71,7 @@ class SwarmRuntime(DockerClientBase):
         image: str,
         name_prefix: str = DockerClientBase.DEFAULT_PREFIX,
         restart_delay: float = 0.5,
+        stop_grace: float = 10.0,
     ) -> None:
         super().__init__(client, name_prefix)
         self.image = image
@@ -78,6 +79,9 @@ class SwarmRuntime(DockerClientBase):
         self.label = label
         self.cluster = cluster
         self.restart_delay = restart_delay
+        # Seconds a stopped replica gets to finish the requests in flight (SIGTERM, then SIGKILL): a replica
+        # removed by /rm keeps answering them, so it must be at least LB_DRAIN_TIMEOUT.
+        self.stop_grace = stop_grace
         self.on_exit: Callable[[SwarmHandle], object] | None = None
         self.on_change: Callable[[], object] | None = None
         self._handles: dict[str, SwarmHandle] = {}  # service id -> handle, guarded by _lock
@@ -165,6 +169,7 @@ class SwarmRuntime(DockerClientBase):
                 endpoint_spec=EndpointSpec(mode="dnsrr"),
                 mode=ServiceMode("replicated", replicas=1),
                 restart_policy=RestartPolicy(condition="any", delay=int(self.restart_delay * 1e9)),
+                stop_grace_period=int(self.stop_grace * 1e9),
                 # The LB probes /heartbeat itself. An image health check would keep a new task out of
                 # DNS until its first check passes (10 s with the replica image's interval).
                 healthcheck=Healthcheck(test=["NONE"]),
@@ -291,4 +296,5 @@ def create_swarm_runtime(settings: Settings, client: ClientSource = None) -> Swa
         network=settings.swarm_network,
         cluster=settings.swarm_cluster,
         restart_delay=settings.swarm_restart_delay,
+        stop_grace=max(settings.drain_timeout, 10.0),  # Docker's default, or the drain when it is longer
     )

@@ -47,3 +47,11 @@ def test_swarm_runtime_puts_membership_in_the_engine(monkeypatch: pytest.MonkeyP
     assert (membership.runtime.cluster, membership.runtime.network) == ("blue", "blue-net")
     assert membership.runtime.name_prefix == "server"
     assert type(make_membership(Settings(), RendezvousStrategy())) is LocalMembership
+
+
+def test_a_swarm_replica_gets_at_least_the_drain_timeout_to_stop() -> None:
+    """The engine SIGKILLs a stopped task after its grace period: requests in flight need LB_DRAIN_TIMEOUT."""
+    from app.runtimes.swarm import create_swarm_runtime
+
+    assert create_swarm_runtime(Settings(_env_file=None)).stop_grace == 10.0
+    assert create_swarm_runtime(Settings(drain_timeout=30, _env_file=None)).stop_grace == 30.0
