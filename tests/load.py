@@ -7,30 +7,30 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import httpx
 
 from tests.polling import wait_until
 
 
-@dataclass
-class Load:
-    """`workers` threads, each sending GET /home?id=<k> until stopped, at most `max_requests` in all."""
+@dataclass(kw_only=True)
+class BackgroundLoad:
+    """`workers` threads, each running `_run(worker, deadline)` until stopped or `max_seconds` passed.
 
-    url: str
+    Each request takes a turn (`_running`), at most `max_requests` in all. The base of every load here.
+    """
+
     workers: int = 4
     max_requests: int = 20_000
     max_seconds: float = 60.0
-    new_connections: bool = False  # one connection per request: spread over the processes of LB_WORKERS > 1
-    statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
-    served_by: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sent: int = 0
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         deadline = time.monotonic() + self.max_seconds
         for w in range(self.workers):
             thread = threading.Thread(target=self._run, args=(w, deadline), daemon=True)
@@ -42,6 +42,29 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+
+    def _running(self, deadline: float) -> bool:
+        """Whether a thread may send one more request (and count it)."""
+        if self._stop.is_set() or time.monotonic() >= deadline:
+            return False
+        with self._lock:
+            if self._sent >= self.max_requests:
+                return False
+            self._sent += 1
+        return True
+
+    def _run(self, worker: int, deadline: float) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Load(BackgroundLoad):
+    """GET /home?id=<k> from every thread, each on its own httpx client."""
+
+    url: str
+    new_connections: bool = False  # one connection per request: spread over the processes of LB_WORKERS > 1
+    statuses: Counter[int] = field(default_factory=Counter)
+    served_by: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -60,11 +83,7 @@ class Load:
         )
         with httpx.Client(base_url=self.url, timeout=10.0, limits=limits) as client:
             k = 0
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                with self._lock:
-                    if self._sent >= self.max_requests:
-                        return
-                    self._sent += 1
+            while self._running(deadline):
                 k += 1
                 try:
                     response = client.get("/home", params={"id": f"{worker}-{k % 500}"})

@@ -6,10 +6,8 @@ import http.client
 import os
 import signal
 import ssl
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 
 from tests.h2_clients import tls_socket
 from tests.lb_support import LBFactory, RunningLB, fresh_get, served_by, worker_pids
+from tests.load import BackgroundLoad
 from tests.polling import wait_until
 from tests.tls_support import make_pair
 
@@ -27,50 +26,38 @@ KEYS = [str(100_000 + k) for k in range(120)]
 
 
 @dataclass
-class Load:
-    """Keep-alive clients sending GETs until stopped; every failure and every closed connection counted."""
+class KeepAliveLoad(BackgroundLoad):
+    """Keep-alive clients (http.client) sending GETs: every failure and every connection the LB closed."""
 
     port: int
-    stop: threading.Event = field(default_factory=threading.Event)
     ok: int = 0
-    failures: list[str] = field(default_factory=list)
     closed: int = 0
-    threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> None:
-        for index in range(CLIENTS):
-            thread = threading.Thread(target=self._client, args=(index,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-
-    def _client(self, index: int) -> None:
+    def _run(self, worker: int, deadline: float) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        deadline = time.monotonic() + LOAD_SECONDS_MAX
         sent = 0
-        while not self.stop.is_set() and time.monotonic() < deadline:
+        while self._running(deadline):
             sent += 1
             try:
-                conn.request("GET", f"/home?id={index}-{sent}")
+                conn.request("GET", f"/home?id={worker}-{sent}")
                 response = conn.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(f"client {index}: {exc!r}")
+                with self._lock:
+                    self.errors.append(f"client {worker}: {exc!r}")
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                 continue
-            if response.status != 200:
-                self.failures.append(f"client {index}: {response.status}")
-            self.ok += 1
-            if response.will_close:  # the LB said Connection: close
-                self.closed += 1
+            with self._lock:
+                if response.status != 200:
+                    self.errors.append(f"client {worker}: {response.status}")
+                self.ok += 1
+                if response.will_close:  # the LB said Connection: close
+                    self.closed += 1
+            if response.will_close:
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         conn.close()
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
 
 
 @pytest.fixture
@@ -103,9 +90,7 @@ def worker_requests(lb: RunningLB) -> dict[int, int]:
 def test_reloads_under_load_lose_nothing_and_every_process_routes_by_the_new_strategy(
     lb: RunningLB, config_file: Path
 ) -> None:
-    load = Load(lb.port)
-    load.start()
-    try:
+    with KeepAliveLoad(lb.port, workers=CLIENTS, max_requests=100_000, max_seconds=LOAD_SECONDS_MAX) as load:
         wait_until(lambda: load.ok > 50, timeout=20)
         before = config(lb)["loaded_at"]
         config_file.write_text(
@@ -132,9 +117,7 @@ def test_reloads_under_load_lose_nothing_and_every_process_routes_by_the_new_str
         assert 0 < body["moved_share"] < 1 and body["restart_needed"] == []
         seen = load.ok
         wait_until(lambda: load.ok > seen + 50, timeout=20)
-    finally:
-        load.finish()
-    assert load.failures == [] and load.closed == 0, (load.failures[:5], load.closed)
+    assert load.errors == [] and load.closed == 0, (load.errors[:5], load.closed)
     shown = config(lb)
     assert shown["settings"]["strategy"] == "maglev" and shown["settings"]["balance_factor"] is None
     assert shown["origins"]["strategy"] == "file" and shown["origins"]["balance_factor"] == "default"

@@ -5,8 +5,6 @@ Every server here is on loopback: the LBs, their replicas and a throw-away Postg
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ import pytest
 
 from app.voting.postgres_store import UNAVAILABLE
 from tests.lb_support import LBFactory, RunningLB
-from tests.load import Load
+from tests.load import BackgroundLoad, Load
 from tests.polling import wait_until
 from tests.postgres_support import PgCluster
 
@@ -72,34 +70,13 @@ def test_lb_starts_with_the_database_down_and_votes_once_it_is_up(lb_factory: LB
 
 
 @dataclass
-class VoteLoad:
+class VoteLoad(BackgroundLoad):
     """Threads casting new votes (a new voter each) until stopped: every status and every 200 kept."""
 
     lb: RunningLB
-    workers: int = 4
-    max_votes: int = 20_000
-    max_seconds: float = 90.0
     statuses: Counter[int] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
     acked: dict[str, str] = field(default_factory=dict)
     bodies: set[str] = field(default_factory=set)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _sent: int = 0
-
-    def __enter__(self) -> VoteLoad:
-        deadline = time.monotonic() + self.max_seconds
-        for w in range(self.workers):
-            thread = threading.Thread(target=self._run, args=(w, deadline), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
 
     def count(self, status: int) -> int:
         with self._lock:
@@ -108,11 +85,7 @@ class VoteLoad:
     def _run(self, worker: int, deadline: float) -> None:
         with httpx.Client(base_url=self.lb.url, timeout=15.0) as client:
             k = 0
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                with self._lock:
-                    if self._sent >= self.max_votes:
-                        return
-                    self._sent += 1
+            while self._running(deadline):
                 voter, option, k = f"w{worker}-{k}", OPTIONS[k % 4], k + 1
                 try:
                     response = client.post(
@@ -141,7 +114,7 @@ def own_cluster() -> Iterator[PgCluster]:
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_database_stopped_under_vote_load(lb_factory: LBFactory, own_cluster: PgCluster, mode: str) -> None:
     lb = lb_factory(replicas="2", votes_url=own_cluster.url())
-    with VoteLoad(lb) as votes, Load(lb.url, workers=2) as pages:
+    with VoteLoad(lb, max_seconds=90.0) as votes, Load(lb.url, workers=2) as pages:
         wait_until(lambda: votes.count(200) >= 200, timeout=30)
         pages.wait_for(100)
         own_cluster.stop(mode)  # fast: clients disconnected cleanly; immediate: as if it crashed
