@@ -49,6 +49,7 @@ class Bounded:
     cold_home: int  # requests whose home replica is cold
     cold_stayed: int  # ... of which that replica answered
     failed: int
+    errors: tuple[str, ...] = ()  # the first few failures: status and what the client saw
 
     @property
     def max_over_mean(self) -> float:
@@ -87,6 +88,7 @@ def measure(
         cold_home=len(cold_requests),
         cold_stayed=sum(1 for o in cold_requests if o.replica == home_of[o.key]),
         failed=sum(1 for o in outcomes if o.replica is None),
+        errors=tuple(f"{o.status} {o.error}" for o in outcomes if o.replica is None)[:5],
     )
 
 

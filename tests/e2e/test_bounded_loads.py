@@ -24,7 +24,7 @@ def test_zipf_traffic_busiest_replica_within_the_factor_and_cold_keys_stay(tmp_p
     plain, bounded = a5.run(
         tmp_path, keys, opts, factor=1.25, settings={"replica_command": json.dumps(command)}
     )
-    assert plain.failed == 0 and bounded.failed == 0
+    assert plain.failed == 0 and bounded.failed == 0, (plain.errors, bounded.errors)
     assert plain.max_over_mean > 1.25  # the hot keys really overload one replica without the bound
     assert plain.cold_stay_share == 1.0
     assert bounded.max_over_mean <= 1.25, bounded.served
