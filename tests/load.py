@@ -118,3 +118,43 @@ def seconds_to_recover(
     assert load.errors == [], load.errors[:3]
     assert set(load.statuses) == {200}, load.statuses
     return back_after
+
+
+VOTE_OPTIONS = ("kubernetes", "docker", "helm", "prometheus")  # the default LB_VOTE_OPTIONS
+
+
+@dataclass
+class VoteLoad(BackgroundLoad):
+    """Threads casting votes, a new voter each (`<voters>-w<thread>-<k>`): every status, every
+    acknowledged vote and every refusal's body kept."""
+
+    url: str
+    voters: str = "v"  # a prefix: loads through two LB instances must not share voters
+    statuses: Counter[int] = field(default_factory=Counter)
+    acked: dict[str, str] = field(default_factory=dict)
+    bodies: set[str] = field(default_factory=set)
+
+    def count(self, status: int) -> int:
+        with self._lock:
+            return self.statuses[status]
+
+    def _run(self, worker: int, deadline: float) -> None:
+        with httpx.Client(base_url=self.url, timeout=15.0) as client:
+            k = 0
+            while self._running(deadline):
+                voter, option = f"{self.voters}-w{worker}-{k}", VOTE_OPTIONS[k % 4]
+                k += 1
+                try:
+                    response = client.post(
+                        "/api/vote", json={"option": option}, headers={"X-Voter-Id": voter}
+                    )
+                except httpx.HTTPError as exc:
+                    with self._lock:
+                        self.errors.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.statuses[response.status_code] += 1
+                    if response.status_code == 200:
+                        self.acked[voter] = option
+                    else:
+                        self.bodies.add(response.text)

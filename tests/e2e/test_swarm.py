@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.load import Load
+from tests.load import Load, VoteLoad
 from tests.polling import eventually, wait_until
 from tests.swarm_support import (
     LABEL,
@@ -176,6 +176,41 @@ def test_votes_through_either_instance_are_one_poll(swarm_stack: SwarmStack) -> 
                 assert response.status_code == 200, response.text
         expected = {**zero, option: 100}
         assert httpx.get(f"{a}/api/votes").json() == httpx.get(f"{b}/api/votes").json() == expected
+
+
+def test_votes_db_killed_under_load_keeps_every_acknowledged_vote(swarm_stack: SwarmStack) -> None:
+    """docker kill of votes-db under votes and GETs through both instances: votes get 200 or 503 (never a
+    500 or a dropped connection), GETs all succeed, and every acknowledged vote is there after the restart."""
+    a, b = swarm_stack.urls
+    wait_until(lambda: httpx.get(f"{a}/api/votes", timeout=5).status_code == 200, timeout=90, interval=0.2)
+    service = f"{swarm_stack.stack}_votes-db"
+    old = swarm_stack.task_container(service)
+    loads = [VoteLoad(a, workers=2, voters="kill-a"), VoteLoad(b, workers=2, voters="kill-b")]
+    pages = [Load(a, workers=1), Load(b, workers=1)]
+    with loads[0], loads[1], pages[0], pages[1]:
+        wait_until(lambda: all(v.count(200) >= 50 for v in loads), timeout=30)
+        old.kill()
+        wait_until(lambda: all(v.count(503) >= 5 for v in loads), timeout=60)
+        back = [v.count(200) for v in loads]
+        wait_until(lambda: all(v.count(200) >= n + 50 for v, n in zip(loads, back, strict=True)), timeout=120)
+        for page in pages:
+            page.wait_for(50)
+    for votes in loads:
+        assert votes.errors == [], votes.errors[:3]
+        assert set(votes.statuses) == {200, 503}, votes.statuses
+    for page in pages:
+        assert page.errors == [] and set(page.statuses) == {200}, (page.errors[:3], page.statuses)
+    assert swarm_stack.task_container(service).id != old.id  # the engine restarted it
+    new = swarm_stack.task_container(service)
+    sql = "SELECT voter_id, option FROM votes"
+    # The local socket, as the postgres OS user: peer-mapped to the votes' owner (no password needed).
+    psql = ["psql", "-h", "/tmp", "-U", "chlb", "-d", "votes", "-At", "-c", sql]
+    done = new.exec_run(psql, user="postgres")
+    assert done.exit_code == 0, done.output
+    stored = dict(line.split("|") for line in done.output.decode().split())
+    acked = {**loads[0].acked, **loads[1].acked}
+    missing = {voter for voter, option in acked.items() if stored.get(voter) != option}
+    assert not missing, f"{len(missing)} acknowledged votes lost, e.g. {sorted(missing)[:5]}"
 
 
 def test_rm_lets_requests_in_flight_finish_and_the_other_instance_stops_at_once(

@@ -5,22 +5,20 @@ Every server here is on loopback: the LBs, their replicas and a throw-away Postg
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from app.voting.postgres_store import UNAVAILABLE
 from tests.lb_support import LBFactory, RunningLB
-from tests.load import BackgroundLoad, Load
+from tests.load import VOTE_OPTIONS, Load, VoteLoad
 from tests.polling import wait_until
 from tests.postgres_support import PgCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-OPTIONS = ["kubernetes", "docker", "helm", "prometheus"]
+OPTIONS = list(VOTE_OPTIONS)
 VOTERS = 100
 
 
@@ -69,40 +67,6 @@ def test_lb_starts_with_the_database_down_and_votes_once_it_is_up(lb_factory: LB
         cluster.destroy()
 
 
-@dataclass
-class VoteLoad(BackgroundLoad):
-    """Threads casting new votes (a new voter each) until stopped: every status and every 200 kept."""
-
-    lb: RunningLB
-    statuses: Counter[int] = field(default_factory=Counter)
-    acked: dict[str, str] = field(default_factory=dict)
-    bodies: set[str] = field(default_factory=set)
-
-    def count(self, status: int) -> int:
-        with self._lock:
-            return self.statuses[status]
-
-    def _run(self, worker: int, deadline: float) -> None:
-        with httpx.Client(base_url=self.lb.url, timeout=15.0) as client:
-            k = 0
-            while self._running(deadline):
-                voter, option, k = f"w{worker}-{k}", OPTIONS[k % 4], k + 1
-                try:
-                    response = client.post(
-                        "/api/vote", json={"option": option}, headers={"X-Voter-Id": voter}
-                    )
-                except httpx.HTTPError as exc:
-                    with self._lock:
-                        self.errors.append(repr(exc))
-                    continue
-                with self._lock:
-                    self.statuses[response.status_code] += 1
-                    if response.status_code == 200:
-                        self.acked[voter] = option
-                    else:
-                        self.bodies.add(response.text)
-
-
 @pytest.fixture
 def own_cluster() -> Iterator[PgCluster]:
     """A cluster this test may stop and start (the session's is shared)."""
@@ -114,7 +78,7 @@ def own_cluster() -> Iterator[PgCluster]:
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_database_stopped_under_vote_load(lb_factory: LBFactory, own_cluster: PgCluster, mode: str) -> None:
     lb = lb_factory(replicas="2", votes_url=own_cluster.url())
-    with VoteLoad(lb, max_seconds=90.0) as votes, Load(lb.url, workers=2) as pages:
+    with VoteLoad(lb.url, max_seconds=90.0) as votes, Load(lb.url, workers=2) as pages:
         wait_until(lambda: votes.count(200) >= 200, timeout=30)
         pages.wait_for(100)
         own_cluster.stop(mode)  # fast: clients disconnected cleanly; immediate: as if it crashed
