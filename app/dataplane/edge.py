@@ -68,7 +68,10 @@ class TlsListener:
             connection.secure = True
             return connection
 
-        self.edge = edge = TlsEdge(self.certificates, upper, front.limits.header_timeout, self._failed)
+        limits = front.limits
+        self.edge = edge = TlsEdge(
+            self.certificates, upper, limits.header_timeout, self._failed, limits.send_timeout
+        )
 
         def connection() -> TlsConnection:
             return TlsConnection(self.edge or edge)  # the latest certificates (a reload swaps self.edge)

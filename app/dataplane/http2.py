@@ -295,7 +295,7 @@ class H2Connection:
         except h2.exceptions.ProtocolError as exc:
             logger.info("HTTP/2 protocol error from %s: %s; closing", self.peer, exc)
             self._send()
-            self._close_now()
+            self._close_now(drop=True)
             return
         for event in events:
             if isinstance(event, h2.events.DataReceived):
@@ -609,16 +609,24 @@ class H2Connection:
         except h2.exceptions.ProtocolError:
             pass
         self._send()
-        self._close_now()
+        self._close_now(drop=True)
 
-    def _close_now(self) -> None:
+    def _close_now(self, *, drop: bool = False) -> None:
+        """Close; `drop`: at once, for a client that breaks the protocol or floods (its GOAWAY is written).
+
+        A TLS close waits for the client's close_notify and reads (and discards) what it sends meanwhile:
+        a flood must not go on being read.
+        """
         self._closing = True
         streams = list(self.streams.values())
         self.streams.clear()
         for stream in streams:
             self._lose(stream, "client_closed")
         if not self._lost:
-            self.transport.close()
+            if drop:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def _arm_idle(self) -> None:
         if self._idle_timer is None and not self._lost and not self._closing:

@@ -1,9 +1,10 @@
-"""TLS at the edge: the certificates (a default pair and one per server name) and the protocol layer that
-decrypts a client connection, then hands it to HTTP/1.1 or HTTP/2 as ALPN chose.
+"""TLS at the edge: the certificates (a default pair and one per server name) and the protocol that
+accepts a client connection, has it shake hands, then hands it to HTTP/1.1 or HTTP/2 as ALPN chose.
 
-The layer is ours (ssl.SSLObject over memory BIOs), not the event loop's `ssl=`: the loop's layer fails a
-handshake silently, and /metrics counts failed handshakes. It is a transport to the protocol above it
-(ClientConnection, H2Connection) and a protocol to the socket's transport below.
+The event loop's TLS layer (uvloop's, compiled) encrypts and decrypts: our own layer over memory BIOs cost
+a Python call per read and per write. It is started with `loop.start_tls` rather than the listener's
+`ssl=`, because the listener's layer fails a handshake silently and /metrics counts failed handshakes:
+start_tls raises. Its plaintext then goes straight to the protocol above (ClientConnection, H2Connection).
 
 SNI: LB_TLS_CERTS_DIR holds `<host>.crt` (the chain, leaf first) and `<host>.key` per server name, e.g.
 `api.example.com.crt`; a client naming another host (or none) gets LB_TLS_CERT/LB_TLS_KEY.
@@ -17,7 +18,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ INTERMEDIATE_CIPHERS = ":".join(
         "DHE-RSA-CHACHA20-POLY1305",
     )
 )
-READ_SIZE = 256 * 1024  # plaintext handed up per SSLObject.read
 
 
 class CertificateError(Exception):
@@ -110,7 +110,7 @@ class Certificates:
 
 
 class UpperProtocol(Protocol):
-    """What the layer hands plaintext to (ClientConnection, H2Connection): asyncio's stream protocol."""
+    """What the TLS connection is handed to once ALPN chose (ClientConnection, H2Connection)."""
 
     def connection_made(self, transport: Any) -> None: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
@@ -128,53 +128,116 @@ class TlsEdge:
     upper: Callable[[str], UpperProtocol]  # ALPN protocol ("h2" or "http/1.1") -> the protocol above
     handshake_timeout: float
     on_failed_handshake: Callable[[], None]
+    shutdown_timeout: float = 60.0  # a closing connection waits this long for its last bytes to go out
 
 
-class TlsConnection(asyncio.Protocol, asyncio.Transport):
-    """One TLS connection: a protocol to the socket below, a transport to HTTP above."""
+class TlsConnection(asyncio.Protocol):
+    """One TLS connection until its handshake is over: then the protocol ALPN chose takes it over.
+
+    The socket's protocol only until `loop.start_tls` takes the socket (the task it runs in starts a turn
+    of the loop later: bytes that come meanwhile are kept and handed to the TLS layer first); then the TLS
+    layer's protocol above it until the upper one is connected, handing on anything that reached it.
+    """
 
     def __init__(self, edge: TlsEdge) -> None:
         super().__init__()
         self._edge = edge
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._sslobj = edge.certificates.default.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._raw: asyncio.Transport | None = None
         self._upper: UpperProtocol | None = None
-        self._paused = self._closing = self._lost = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._wrapped = False  # start_tls has the socket: data_received gets plaintext
+        self._early: list[bytes] = []  # what came before start_tls (ciphertext) or before the upper protocol
+        self._eof = False
+        self._lost: tuple[Exception | None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self.alpn = ""
 
-    # -- protocol, to the socket's transport ------------------------------------------------------
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start the handshake clock."""
-        self._raw = transport  # type: ignore[assignment]  # a socket transport
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._edge.handshake_timeout, self._on_handshake_timeout)
+        """A client connected: shake hands (the event loop's TLS), in a task."""
+        self._raw = raw = cast(asyncio.Transport, transport)
+        self._task = asyncio.get_running_loop().create_task(self._shake_hands(raw))
+
+    async def _shake_hands(self, raw: asyncio.Transport) -> None:
+        edge, loop = self._edge, asyncio.get_running_loop()
+        if self._lost is not None:  # gone already
+            return
+        if self._early:  # the ClientHello, read before start_tls: the TLS layer gets it before the socket's
+            loop.call_soon(self._hand_over, raw, b"".join(self._early))
+            self._early = []
+        self._wrapped = True
+        try:
+            tls = await loop.start_tls(
+                raw,
+                self,
+                edge.certificates.default,
+                server_side=True,
+                ssl_handshake_timeout=edge.handshake_timeout,
+                ssl_shutdown_timeout=edge.shutdown_timeout,
+            )
+        except (ssl.SSLError, ConnectionAbortedError, TimeoutError) as exc:
+            # A TLS alert, a client that does not speak TLS, no handshake in time (ConnectionAbortedError).
+            reason = getattr(exc, "reason", None) or exc
+            logger.debug(
+                "TLS handshake with %s failed: %s: %s",
+                raw.get_extra_info("peername"),
+                type(exc).__name__,
+                reason,
+            )
+            edge.on_failed_handshake()
+            return  # the TLS layer has closed the socket
+        except OSError:  # the client left before the handshake ended: not a failed handshake
+            return
+        if tls is None or self._lost is not None or tls.is_closing():
+            return
+        sslobj = tls.get_extra_info("ssl_object")
+        self.alpn = (sslobj.selected_alpn_protocol() if sslobj is not None else None) or "http/1.1"
+        upper = self._upper = edge.upper(self.alpn)
+        tls.set_protocol(upper)  # type: ignore[arg-type]  # an asyncio protocol by its methods
+        upper.connection_made(tls)
+        early, self._early = self._early, []
+        for data in early:
+            upper.data_received(data)
+        if self._eof:
+            upper.eof_received()
+
+    @staticmethod
+    def _hand_over(raw: asyncio.Transport, data: bytes) -> None:
+        """Give the TLS layer (now the socket's protocol, not connected yet) the bytes read before it."""
+        layer: Any = raw.get_protocol()
+        if not hasattr(layer, "buffer_updated"):
+            layer.data_received(data)
+            return
+        view = memoryview(data)
+        while view:
+            buffer = layer.get_buffer(len(view))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            layer.buffer_updated(size)
+            view = view[size:]
+
+    # -- what the socket, then the TLS layer, may call before the upper protocol is connected ----------
 
     def data_received(self, data: bytes) -> None:
-        """Decrypt; the first bytes drive the handshake."""
-        self._incoming.write(data)
-        if self._upper is None:
-            self._handshake()
-        else:
-            self._read()
+        """Before start_tls: ciphertext, kept for it; then plaintext, the upper protocol's."""
+        if self._upper is not None:
+            self._upper.data_received(data)
+            return
+        self._early.append(data)
+        if not self._wrapped and self._raw is not None:
+            self._raw.pause_reading()  # start_tls reads on
 
     def eof_received(self) -> bool | None:
-        """The client closed its side (TLS has no half-close: the connection ends)."""
+        """The client's close_notify."""
         if self._upper is not None:
-            self._upper.eof_received()
-        return False
+            return self._upper.eof_received()
+        self._eof = True
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Tell the protocol above."""
-        self._lost = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The connection ended (before the TLS layer took over, or before the upper protocol was told)."""
         if self._upper is not None:
             self._upper.connection_lost(exc)
+        else:
+            self._lost = (exc,)
 
     def pause_writing(self) -> None:
         """The socket's buffer is full."""
@@ -185,149 +248,3 @@ class TlsConnection(asyncio.Protocol, asyncio.Transport):
         """The socket's buffer drained."""
         if self._upper is not None:
             self._upper.resume_writing()
-
-    # -- transport, to the protocol above ---------------------------------------------------------
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt and send."""
-        if self._closing or self._lost:
-            return
-        view = memoryview(data)
-        while view:
-            view = view[self._sslobj.write(view) :]
-        self._flush()
-
-    def writelines(self, list_of_data: Any) -> None:
-        """Encrypt and send each piece in one record stream."""
-        self.write(b"".join(list_of_data))
-
-    def pause_reading(self) -> None:
-        """Stop handing plaintext up (and reading the socket)."""
-        if not self._paused:
-            self._paused = True
-            if self._raw is not None and not self._lost:
-                self._raw.pause_reading()
-
-    def resume_reading(self) -> None:
-        """Hand up what is already decrypted-to-be, then read the socket again."""
-        if self._paused:
-            self._paused = False
-            if self._raw is not None and not self._lost:
-                self._raw.resume_reading()
-                if self._incoming.pending or self._sslobj.pending():
-                    asyncio.get_running_loop().call_soon(self._read)
-
-    def is_reading(self) -> bool:
-        """Whether plaintext is handed up."""
-        return not self._paused
-
-    def close(self) -> None:
-        """Say close_notify, send what is buffered, close."""
-        if self._closing or self._raw is None:
-            return
-        self._closing = True
-        if self._upper is not None and not self._lost:
-            try:
-                self._sslobj.unwrap()
-            except (ssl.SSLError, ValueError):  # want-read (the peer's notify is not awaited) or broken
-                pass
-            self._flush()
-        self._raw.close()
-
-    def abort(self) -> None:
-        """Drop the connection now."""
-        self._closing = True
-        if self._raw is not None:
-            self._raw.abort()
-
-    def is_closing(self) -> bool:
-        """Whether close() or abort() ran."""
-        return self._closing or self._lost
-
-    def can_write_eof(self) -> bool:
-        """TLS cannot half-close."""
-        return False
-
-    def write_eof(self) -> None:
-        """Not with TLS (can_write_eof says so)."""
-        raise NotImplementedError("TLS cannot half-close")
-
-    def get_write_buffer_size(self) -> int:
-        """Bytes waiting in the socket's transport."""
-        return self._raw.get_write_buffer_size() if self._raw is not None else 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """The socket transport's watermarks."""
-        if self._raw is not None:
-            self._raw.set_write_buffer_limits(high, low)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """The socket's (peername, sockname, socket), plus ssl_object and alpn_protocol."""
-        if name == "ssl_object":
-            return self._sslobj
-        if name == "alpn_protocol":
-            return self.alpn
-        return self._raw.get_extra_info(name, default) if self._raw is not None else default
-
-    # -- internals --------------------------------------------------------------------------------
-
-    def _handshake(self) -> None:
-        try:
-            self._sslobj.do_handshake()
-        except ssl.SSLWantReadError:
-            self._flush()
-            return
-        except (ssl.SSLError, OSError) as exc:
-            self._flush()  # the alert, if any
-            self._fail(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}")
-            return
-        self._flush()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.alpn = self._sslobj.selected_alpn_protocol() or "http/1.1"
-        upper = self._upper = self._edge.upper(self.alpn)
-        upper.connection_made(self)
-        if self._incoming.pending and not self._closing:
-            self._read()
-
-    def _read(self) -> None:
-        sslobj, upper = self._sslobj, self._upper
-        while not self._paused and not self._closing and upper is not None:
-            try:
-                chunk = sslobj.read(READ_SIZE)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:  # close_notify
-                chunk = b""
-            except ssl.SSLError as exc:
-                logger.info("TLS error from %s: %s", self.get_extra_info("peername"), exc)
-                self.abort()
-                return
-            if not chunk:
-                upper.eof_received()
-                self.close()
-                return
-            upper.data_received(chunk)
-        if self._outgoing.pending:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._outgoing.pending and self._raw is not None and not self._lost:
-            self._raw.write(self._outgoing.read())
-
-    def _fail(self, reason: str) -> None:
-        peer = self.get_extra_info("peername")
-        logger.debug("TLS handshake with %s failed: %s", peer, reason)
-        self._edge.on_failed_handshake()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._raw is not None:
-            self._closing = True
-            self._raw.close()
-
-    def _on_handshake_timeout(self) -> None:
-        self._timer = None
-        if self._upper is None and not self._lost:
-            self._fail("no handshake in time")
