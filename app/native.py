@@ -30,14 +30,16 @@ MANIFEST = "manifest.json"
 # The shared library that holds the compiled group (mypyc adds "__mypyc").
 GROUP = "app._native"
 
-# Per proxied request: the client and upstream protocols, the exchange, key extraction, the ring
-# lookup, per-replica counters. (Pure modules with no Python base classes: native classes.)
+# Per proxied request: the client and upstream protocols (HTTP/1.1 and HTTP/2), the exchange, key
+# extraction, the ring lookup, per-replica counters. (Pure modules with no Python base classes: native
+# classes.)
 MODULES = (
     "app.dataplane.server",
     "app.dataplane.exchange",
     "app.dataplane.retry",
     "app.dataplane.seams",
     "app.dataplane.http1",
+    "app.dataplane.http2",
     "app.upstream.connection",
     "app.upstream.pool",
     "app.upstream.headers",
