@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -365,3 +366,42 @@ def test_failed_handshakes_are_counted(lb: RunningLB) -> None:
     )
     assert done.returncode != 0
     wait_until(lambda: failures() >= before + 1)
+
+
+def test_silent_and_non_tls_clients_are_counted_a_client_that_leaves_is_not(
+    certs: Path, tmp_path: Path
+) -> None:
+    """A handshake not done within LB_HEADER_TIMEOUT and bytes that are not TLS are failed handshakes;
+    a client that leaves before its handshake ends is not. A real handshake still works afterwards."""
+    lb = start_lb(
+        tmp_path, replicas="1", replica_command=echo_command(), header_timeout="0.5", **tls_settings(certs)
+    )
+    try:
+        port = tls_port(lb)
+
+        def failures() -> float:
+            for line in lb.client.get("/metrics").text.splitlines():
+                if line.startswith("chlb_tls_handshake_failures_total "):
+                    return float(line.split()[1])
+            raise AssertionError("no handshake metric")
+
+        with socket.create_connection(("127.0.0.1", port)):
+            pass  # leaves at once
+        with socket.create_connection(("127.0.0.1", port)) as leaving:
+            leaving.sendall(b"\x16\x03\x01")  # the start of a ClientHello, then gone
+        with socket.create_connection(("127.0.0.1", port)) as plain:
+            plain.sendall(b"GET /home HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP on the HTTPS port
+            plain.settimeout(5)
+            assert plain.recv(1024) == b""  # closed, no HTTP answer
+        assert wait_until(lambda: failures() == 1.0)
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            silent.settimeout(5)
+            started = time.monotonic()
+            assert silent.recv(1024) == b""  # closed by the LB once the handshake timed out
+            assert 0.3 < time.monotonic() - started < 3
+        assert wait_until(lambda: failures() == 2.0)
+        with httpx.Client(verify=False) as client:
+            assert client.get(f"https://127.0.0.1:{port}/home?id=1").status_code == 200
+        assert failures() == 2.0
+    finally:
+        lb.stop()
