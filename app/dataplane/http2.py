@@ -405,6 +405,7 @@ class H2Connection:
             self._idle_timer.cancel()
             self._idle_timer = None
         front = self.front
+        self.limits = front.limits  # a reload swaps them: each new stream reads them anew
         plane = front.data_plane
         exchange: Exchange
         if head.method == b"CONNECT":

@@ -278,3 +278,27 @@ def test_a_certificate_replaced_on_disk_is_served_to_new_connections_after_a_rel
         new = ssl.PEM_cert_to_DER_cert(second.cert.read_text())
         assert {served_certificate(port) for _ in range(20)} == {new}  # every process (20 connections)
         assert https_get(kept, "2") == 200 and kept.getpeercert(binary_form=True) == old
+
+
+def test_a_new_limit_holds_for_the_next_stream_of_an_open_http2_connection(
+    lb_factory: LBFactory, tmp_path: Path
+) -> None:
+    pair = make_pair(tmp_path / "certs", "site")
+    config_file = tmp_path / "lb.toml"
+    config_file.write_text("max_control_body_bytes = 65536\n")
+    lb = lb_factory(
+        replicas="1",
+        config_file=str(config_file),
+        tls_cert=str(pair.cert),
+        tls_key=str(pair.key),
+        tls_port="0",
+    )
+    port = int(fresh_get(lb, "/status").json()["tls"]["port"])
+    body = {"option": "docker", "padding": "x" * 3000}  # 3 KB: under the first limit, over the second
+    with httpx.Client(base_url=f"https://127.0.0.1:{port}", http2=True, verify=False, timeout=20) as client:
+        first = client.post("/api/vote", json=body, headers={"X-Voter-Id": "alice-0001"})
+        assert first.http_version == "HTTP/2" and first.status_code == 400  # read, then refused: extra field
+        config_file.write_text("max_control_body_bytes = 1024\n")
+        assert fresh_get_post(lb, "/config/reload").json()["applied"] == ["max_control_body_bytes"]
+        second = client.post("/api/vote", json=body, headers={"X-Voter-Id": "alice-0001"})
+        assert second.http_version == "HTTP/2" and second.status_code == 413, second.text
