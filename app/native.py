@@ -40,6 +40,8 @@ MODULES = (
     "app.dataplane.seams",
     "app.dataplane.http1",
     "app.dataplane.http2",
+    "app.dataplane.h2codec",
+    "app.dataplane.hpack",
     "app.upstream.connection",
     "app.upstream.pool",
     "app.upstream.headers",

@@ -10,12 +10,15 @@ only while the exchange reads the client, so a replica that takes nothing stops 
 Response DATA is sent while the client's windows (stream and connection) and the socket take it; beyond
 HIGH_WATER bytes queued on a stream, the exchange pauses the replica's connection until the client reads.
 
-Defences, besides h2's own checks (frame sizes, header validation, at most 64 CONTINUATION frames
-per header block): at most LB_H2_MAX_STREAMS open streams (SETTINGS_MAX_CONCURRENT_STREAMS, a stream
-beyond it is a connection error), a header list of at most LB_MAX_HEADER_BYTES (HPACK-decoded size);
-rapid reset (CVE-2023-44487): more than LB_H2_MAX_STREAMS streams cancelled by the client within one
-second is GOAWAY ENHANCE_YOUR_CALM and close; a stream opened and cancelled in the same read never reaches
-a replica; PING and SETTINGS floods: more than FLOOD_LIMIT of either within one second, the same.
+The protocol itself (frames, stream states, flow-control windows, malformed requests, HPACK) is
+h2codec.py's, compiled with this module. Defences: at most LB_H2_MAX_STREAMS open streams
+(SETTINGS_MAX_CONCURRENT_STREAMS; one beyond it is refused with RST_STREAM), a header list of at most
+LB_MAX_HEADER_BYTES (HPACK-decoded size; larger is a 431) and a header block of at most twice that
+(CONTINUATION flood, CVE-2024-27316: GOAWAY ENHANCE_YOUR_CALM and close); rapid reset (CVE-2023-44487):
+more than LB_H2_MAX_STREAMS streams reset within one second (by the client, or by us for its errors) is
+GOAWAY ENHANCE_YOUR_CALM and close; a stream opened and cancelled in the same read never reaches a
+replica; PING and SETTINGS floods: more than FLOOD_LIMIT of either within one second, the same; frames
+that ask nothing (empty DATA, PRIORITY, unknown types): more than IDLE_FRAME_LIMIT a second, the same.
 """
 
 from __future__ import annotations
@@ -27,16 +30,27 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
 from app.dataplane.asgi_bridge import AsgiExchange
 from app.dataplane.exchange import ProxyExchange
 from app.dataplane.front import Front
+from app.dataplane.h2codec import (
+    BODY,
+    ENDED,
+    ENHANCE_YOUR_CALM,
+    GONE,
+    IDLE_FRAME,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PINGED,
+    REFUSED,
+    REQUEST,
+    RESET,
+    SETTINGS_CHANGED,
+    WINDOW,
+    H2Event,
+    H2ProtocolError,
+    ServerCodec,
+)
 from app.dataplane.http1 import RequestHead, error_response
 from app.dataplane.replies import failure_body
 from app.dataplane.seams import AsgiClientSide, Exchange, Tunnel
@@ -51,17 +65,12 @@ HIGH_WATER = 64 * 1024  # response bytes queued on a stream before its replica i
 LOW_WATER = 16 * 1024  # ... and resumed
 FLOOD_LIMIT = 100  # PINGs, or SETTINGS frames, per FLOOD_PERIOD
 FLOOD_PERIOD = 1.0
+IDLE_FRAME_LIMIT = 1000  # frames that ask nothing (empty DATA, PRIORITY, unknown types) per FLOOD_PERIOD
 STREAM_WINDOW = 65535  # the client's initial send window per stream (the protocol's default)
 # Connection-level receive window: every stream can fill its own window at once, so one stream the
 # replica does not read cannot stall the others.
 CONNECTION_HEADERS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,
-    validate_outbound_headers=False,  # we build them: lower-case, no connection-specific fields
-    normalize_outbound_headers=False,
 )
 
 
@@ -170,7 +179,7 @@ class H2Stream(AsgiClientSide):
         """Cut the response off: RST_STREAM, so the client sees a truncated response."""
         if not self.closed:
             self.conn.log_access(self, "broken")
-            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.conn.reset(self, INTERNAL_ERROR)
 
     def close(self) -> None:
         """Close after the response; before it is complete, a reset."""
@@ -227,7 +236,11 @@ class H2Connection:
         self.sockname: tuple[str, int] | None = None
         self.ip = b""
         self.streams: dict[int, H2Stream] = {}
-        self._h2 = h2.connection.H2Connection(config=_CONFIG)
+        self._h2 = ServerCodec(
+            max_streams=max_streams,
+            max_header_list=self.limits.max_header_bytes,
+            connection_window=(max_streams + 1) * STREAM_WINDOW,
+        )
         self._dirty: list[H2Stream] = []
         self._blocked: set[H2Stream] = set()
         self._starting: list[H2Stream] = []
@@ -237,6 +250,7 @@ class H2Connection:
         self._resets = Budget(max_streams, 1.0)
         self._pings = Budget(FLOOD_LIMIT, FLOOD_PERIOD)
         self._settings = Budget(FLOOD_LIMIT, FLOOD_PERIOD)
+        self._idle_frames = Budget(IDLE_FRAME_LIMIT, FLOOD_PERIOD)
         self._idle_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
 
@@ -258,18 +272,7 @@ class H2Connection:
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self.sockname = (str(sock[0]), int(sock[1]))
-        codes = h2.settings.SettingCodes
-        self._h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                codes.MAX_CONCURRENT_STREAMS: self.max_streams,
-                codes.MAX_HEADER_LIST_SIZE: self.limits.max_header_bytes,
-                codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                codes.ENABLE_PUSH: 0,
-            },
-        )
         self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(self.max_streams * STREAM_WINDOW)
         self._send()
         self._arm_idle()
 
@@ -293,27 +296,33 @@ class H2Connection:
             return
         try:
             events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            logger.info("HTTP/2 protocol error from %s: %s; closing", self.peer, exc)
+        except H2ProtocolError as exc:
+            if exc.code == ENHANCE_YOUR_CALM:
+                logger.warning("client %s floods: %s; closing", self.peer, exc)
+            else:
+                logger.info("HTTP/2 protocol error from %s: %s; closing", self.peer, exc)
             self._send()
             self._close_now(drop=True)
             return
         for event in events:
-            if isinstance(event, h2.events.DataReceived):
+            kind = event.kind
+            if kind == BODY:
                 self._on_data(event)
-            elif isinstance(event, h2.events.RequestReceived):
+            elif kind == REQUEST:
                 self._on_request(event)
-            elif isinstance(event, h2.events.StreamEnded):
+            elif kind == ENDED:
                 self._on_request_end(event.stream_id)
-            elif isinstance(event, h2.events.WindowUpdated):
+            elif kind == WINDOW:
                 self._on_window(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
+            elif kind == RESET or kind == REFUSED:
                 self._on_reset(event.stream_id)
-            elif isinstance(event, h2.events.PingReceived):
+            elif kind == PINGED:
                 self._count(self._pings, "PING")
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
+            elif kind == SETTINGS_CHANGED:
                 self._count(self._settings, "SETTINGS")
-            elif isinstance(event, h2.events.ConnectionTerminated):
+            elif kind == IDLE_FRAME:
+                self._count(self._idle_frames, "empty or PRIORITY")
+            elif kind == GONE:
                 self.shutdown()
             if self._closing:
                 return
@@ -349,8 +358,8 @@ class H2Connection:
         """uvicorn's graceful shutdown (or the client's GOAWAY): no new streams; close once idle."""
         if self._closing or self._lost:
             return
-        if not self._h2.state_machine.state == h2.connection.ConnectionState.CLOSED:
-            self._h2.close_connection(last_stream_id=self._h2.highest_inbound_stream_id)
+        if not self._h2.closed:
+            self._h2.close_connection(NO_ERROR)
             self._send()
         if not self.streams:
             self._close_now()
@@ -369,10 +378,7 @@ class H2Connection:
     def acknowledge(self, stream: H2Stream, size: int) -> None:
         """The exchange took `size` more bytes of the request body: open the client's window."""
         if not stream.closed and not self._lost:
-            try:
-                self._h2.acknowledge_received_data(size, stream.stream_id)
-            except h2.exceptions.StreamClosedError:
-                return
+            self._h2.acknowledge_received_data(size, stream.stream_id)
             self._send()
 
     def reset(self, stream: H2Stream, code: int) -> None:
@@ -381,10 +387,7 @@ class H2Connection:
             return
         stream.closed = True
         self._forget(stream)
-        try:
-            self._h2.reset_stream(stream.stream_id, code)
-        except h2.exceptions.StreamClosedError:
-            pass
+        self._h2.reset_stream(stream.stream_id, code)
         self._send()
 
     def log_access(self, stream: H2Stream, outcome: str | None) -> None:
@@ -396,9 +399,10 @@ class H2Connection:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
+    def _on_request(self, event: H2Event) -> None:
         stream_id = event.stream_id
-        head = self._head(event.headers or [], event.stream_ended is None)
+        fields = event.headers
+        head = self._head(fields or [], not event.end)
         stream = H2Stream(self, stream_id, head)
         self.streams[stream_id] = stream
         if self._idle_timer is not None:
@@ -408,11 +412,11 @@ class H2Connection:
         self.limits = front.limits  # a reload swaps them: each new stream reads them anew
         plane = front.data_plane
         exchange: Exchange
+        if fields is None:
+            self._refuse(stream, 431, "Request header fields too large")
+            return
         if head.method == b"CONNECT":
-            stream.exchange = None
-            stream.write(error_response(405, failure_body("CONNECT is not served"), close=False))
-            stream.ended = True  # as finish() does, with no exchange to log
-            self.mark(stream)
+            self._refuse(stream, 405, "CONNECT is not served")
             return
         if front.is_reserved(head.path):
             if front.owner is None:
@@ -431,12 +435,20 @@ class H2Connection:
         stream.exchange = exchange
         self._starting.append(stream)
 
-    def _head(self, headers: list[tuple[bytes, bytes]] | Any, has_body: bool) -> RequestHead:
+    def _refuse(self, stream: H2Stream, status: int, message: str) -> None:
+        """Answer the stream with an error of our own, with no exchange."""
+        stream.exchange = None
+        stream.write(error_response(status, failure_body(message), close=False))
+        stream.ended = True  # as finish() does, with no exchange to log
+        self.mark(stream)
+
+    def _head(self, headers: list[tuple[bytes, bytes]], has_body: bool) -> RequestHead:
         method = target = b""
         authority: bytes | None = None
         fields: list[tuple[bytes, bytes]] = []
         length: int | None = None
         host = False
+        cookies: list[bytes] = []
         for name, value in headers:
             if name[:1] == b":":
                 if name == b":method":
@@ -449,10 +461,15 @@ class H2Connection:
             if b"_" in name or name in (b"te", b"expect"):
                 continue  # as on HTTP/1.1 (underscores); te and expect are this hop's business
             if name == b"content-length":
-                length = int(value)  # h2 has validated it against the DATA it receives
+                length = int(value)  # the codec holds the DATA it receives to it
             elif name == b"host":
                 host = True
+            elif name == b"cookie":
+                cookies.append(value)  # HTTP/2 may split them; HTTP/1.1 takes one field (RFC 9113 8.2.3)
+                continue
             fields.append((name, value))
+        if cookies:
+            fields.append((b"cookie", b"; ".join(cookies)))
         if authority is not None and not host:
             fields.insert(0, (b"host", authority))
         raw_path, _, query = (target or b"/").partition(b"?")
@@ -465,9 +482,9 @@ class H2Connection:
             method, target or b"/", path, query, fields, "2", True, False, length, chunked, False, True
         )
 
-    def _on_data(self, event: h2.events.DataReceived) -> None:
+    def _on_data(self, event: H2Event) -> None:
         stream = self.streams.get(event.stream_id)
-        size = event.flow_controlled_length
+        size = event.flow
         if stream is not None and stream.exchange is not None and not stream.closed:
             if event.data:
                 stream.exchange.on_request_body(event.data)
@@ -495,15 +512,15 @@ class H2Connection:
             self._pump(one)
 
     def _on_reset(self, stream_id: int) -> None:
+        """A stream reset by the client, or by the codec for a stream error: both count against floods."""
         stream = self.streams.get(stream_id)
-        if stream is None:
-            return
-        stream.closed = True
-        self._forget(stream)
-        self._lose(stream, "client_closed")
+        if stream is not None:
+            stream.closed = True
+            self._forget(stream)
+            self._lose(stream, "client_closed")
         if not self._resets.spend(self.loop.time()):
             logger.warning(
-                "client %s cancels streams too fast (more than %d a second): closing (rapid reset)",
+                "client %s has streams reset too fast (more than %d a second): closing (rapid reset)",
                 self.peer,
                 self.max_streams,
             )
@@ -528,10 +545,10 @@ class H2Connection:
             if headers is not None:
                 stream.headers_out = None
                 if stream.ended and not stream.pending:
-                    conn.send_headers(stream.stream_id, headers, end_stream=True)
+                    conn.send_headers(stream.stream_id, headers, True)
                     self._done(stream)
                     continue
-                conn.send_headers(stream.stream_id, headers)
+                conn.send_headers(stream.stream_id, headers, False)
             self._pump(stream)
         self._send()
 
@@ -553,7 +570,7 @@ class H2Connection:
                     pending.popleft()
                 stream.pending_size -= len(chunk)
                 window -= len(chunk)
-                conn.send_data(sid, chunk, end_stream=stream.ended and not pending)
+                conn.send_data(sid, chunk, stream.ended and not pending)
             if not pending and stream.ended:
                 self._done(stream)
                 return
@@ -573,10 +590,7 @@ class H2Connection:
         stream.end_sent = stream.closed = True
         self._forget(stream)
         if not stream.request_done:
-            try:
-                self._h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
-                pass
+            self._h2.reset_stream(stream.stream_id, NO_ERROR)
 
     def _forget(self, stream: H2Stream) -> None:
         self.streams.pop(stream.stream_id, None)
@@ -607,10 +621,7 @@ class H2Connection:
 
     def _calm_down(self) -> None:
         """A flood: GOAWAY ENHANCE_YOUR_CALM, then the connection ends (its streams with it)."""
-        try:
-            self._h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-        except h2.exceptions.ProtocolError:
-            pass
+        self._h2.close_connection(ENHANCE_YOUR_CALM)
         self._send()
         self._close_now(drop=True)
 
