@@ -71,7 +71,6 @@ IDLE_FRAME: Final = 10  # a frame that asks nothing: empty DATA, PRIORITY, an un
 CONNECTION_SPECIFIC: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
-REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":path", b":authority"))
 # Token characters in lower case (RFC 9110 5.6.2): anything else in a name makes a request malformed.
 NAME_CHARS: Final = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -563,42 +562,55 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> int:
     (only :method and :authority on a CONNECT); no connection-specific field; te only "trailers"; no
     NUL, CR or LF in a value; content-length digits, one value.
     """
-    seen: set[bytes] = set()
+    method: bytes | None = None
+    scheme: bytes | None = None
+    path: bytes | None = None
+    authority: bytes | None = None
     regular = False
     length = -1
+    good = _GOOD_NAMES
     for name, value in fields:
-        if b"\x00" in value or b"\r" in value or b"\n" in value:
+        if b"\x00" in value or b"\r" in value or b"\n" in value or not name:
             return -2
-        if name[:1] == b":":
-            if regular or name not in REQUEST_PSEUDO or name in seen:
+        if name[0] == 58:  # ":"
+            if regular:
                 return -2
-            seen.add(name)
+            if name == b":method" and method is None:
+                method = value
+            elif name == b":path" and path is None:
+                path = value
+            elif name == b":scheme" and scheme is None:
+                scheme = value
+            elif name == b":authority" and authority is None:
+                authority = value
+            else:
+                return -2  # unknown, or twice
             continue
         regular = True
-        if not name or name.translate(None, NAME_CHARS):
+        if name in good:
+            continue
+        if name.translate(None, NAME_CHARS) or name in CONNECTION_SPECIFIC:
             return -2
-        if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-            return -2
-        if name == b"content-length":
+        if name == b"te":
+            if value != b"trailers":
+                return -2
+        elif name == b"content-length":
             if not value.isdigit() or (length >= 0 and int(value) != length):
                 return -2
             length = int(value)
-    if b":method" not in seen:
+        elif len(good) < _GOOD_NAMES_SIZE:
+            good.add(name)
+    if method is None:
         return -2
-    method = b""
-    for name, value in fields:
-        if name == b":method":
-            method = value
-            break
     if method == b"CONNECT":
-        if b":scheme" in seen or b":path" in seen or b":authority" not in seen:
+        if scheme is not None or path is not None or authority is None:
             return -2
-    elif b":scheme" not in seen or b":path" not in seen:
+    elif scheme is None or not path:
         return -2
-    else:
-        for name, value in fields:
-            if name == b":path":
-                if not value:
-                    return -2
-                break
     return length
+
+
+# Field names already found to be plain tokens (whose values need no check of their own): most requests
+# repeat the same few dozen, so each is checked once. Bounded.
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_SIZE = 1024

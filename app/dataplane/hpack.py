@@ -145,25 +145,41 @@ class Encoder:
 
     def encode(self, fields: list[tuple[bytes, bytes]]) -> bytes:
         """One header block; names must be lower-case."""
-        out = bytearray()
+        parts: list[bytes] = []
         if self.size_update:
             self.size_update = False
-            out.append(0x20)
-        for name, value in fields:
-            index = _STATIC_FIELDS.get((name, value), 0)
-            if index:
-                out += encode_int(index, 7, 0x80)
-                continue
-            index = _STATIC_NAMES.get(name, 0)
-            if index:
-                out += encode_int(index, 4, 0x00)
-            else:
-                out.append(0)
-                out += encode_int(len(name), 7, 0x00)
-                out += name
-            out += encode_int(len(value), 7, 0x00)
-            out += value
-        return bytes(out)
+            parts.append(b"\x20")
+        cache = _ENCODED
+        for field in fields:
+            piece = cache.get(field)
+            if piece is None:
+                piece = encode_field(field[0], field[1])
+                if len(field[1]) <= _CACHED_VALUE:
+                    if len(cache) >= _CACHE_SIZE:
+                        cache.clear()
+                    cache[field] = piece
+            parts.append(piece)
+        return b"".join(parts)
+
+
+# Responses repeat most of their fields (server, content-type, a date for a whole second): each field's
+# encoding is kept, as it never depends on a connection (no dynamic table). Short values only, a bounded
+# number of them.
+_ENCODED: dict[tuple[bytes, bytes], bytes] = {}
+_CACHED_VALUE = 64
+_CACHE_SIZE = 1024
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """One field: a whole static entry, or a literal without indexing (the name from the static table
+    when it is there), no Huffman."""
+    index = _STATIC_FIELDS.get((name, value), 0)
+    if index:
+        return encode_int(index, 7, 0x80)
+    index = _STATIC_NAMES.get(name, 0)
+    if index:
+        return encode_int(index, 4, 0x00) + encode_int(len(value), 7, 0x00) + value
+    return b"\x00" + encode_int(len(name), 7, 0x00) + name + encode_int(len(value), 7, 0x00) + value
 
 
 def encode_int(value: int, prefix: int, flags: int) -> bytes:

@@ -450,7 +450,7 @@ class H2Connection:
         host = False
         cookies: list[bytes] = []
         for name, value in headers:
-            if name[:1] == b":":
+            if name[0] == 58:  # ":" (names are never empty: the codec checked them)
                 if name == b":method":
                     method = value
                 elif name == b":path":

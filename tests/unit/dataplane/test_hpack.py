@@ -9,6 +9,7 @@ import pytest
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
+from app.dataplane import hpack as ours
 from app.dataplane.hpack import Decoder, Encoder, HpackError, decode_int, encode_int, huffman_decode
 
 HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
@@ -113,3 +114,13 @@ def test_the_library_decodes_what_our_encoder_writes() -> None:
 def test_integers_round_trip(value: int, prefix: int) -> None:
     encoded = encode_int(value, prefix, 0)
     assert decode_int(encoded, 0, prefix) == (value, len(encoded))
+
+
+def test_the_field_cache_keeps_short_values_only_and_stays_bounded() -> None:
+    encoder = Encoder()
+    library = hpack.Decoder()
+    long_field = (b"x-long", b"L" * 65)
+    fields = [(b"x-n", b"%d" % n) for n in range(1500)] + [long_field]
+    assert library.decode(encoder.encode(fields), raw=True) == fields
+    assert long_field not in ours._ENCODED
+    assert 0 < len(ours._ENCODED) <= 1024

@@ -110,8 +110,6 @@ async def test_a_pipelined_request_waits_without_reading_further() -> None:
 SMUGGLED = b"GET /admin?id=b HTTP/1.1\r\nHost: lb\r\n\r\n"
 
 
-
-
 def post(headers: bytes, body: bytes) -> bytes:
     """A POST to a proxied path with these header lines (each ending in CRLF) and body bytes."""
     return b"POST /x?id=a HTTP/1.1\r\nHost: lb\r\n" + headers + b"\r\n" + body
