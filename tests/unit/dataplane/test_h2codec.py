@@ -383,3 +383,201 @@ def test_a_header_table_size_setting_makes_the_next_block_start_with_an_update()
     pair.server.send_headers(1, [(b":status", b"204")], True)
     frames = pair.sent_frames()
     assert isinstance(frames[0], HeadersFrame) and frames[0].data[:1] == b"\x20"
+
+
+def test_each_event_names_its_stream() -> None:
+    pair = Pair(max_streams=2)
+    block = pair.encoder.encode([(b":method", b"POST"), *GET[1:]])
+    events = pair.raw(
+        HeadersFrame(1, data=block, flags=["END_HEADERS"]),
+        DataFrame(1, data=b"abc"),
+        DataFrame(1, data=b"", flags=["END_STREAM"]),
+        HeadersFrame(3, data=block, flags=["END_HEADERS"]),
+        DataFrame(3, data=b""),
+        HeadersFrame(5, data=block, flags=["END_HEADERS"]),  # a third: refused
+        WindowUpdateFrame(3, window_increment=10),
+        RstStreamFrame(3, error_code=8),
+        PingFrame(0, opaque_data=b"12345678"),
+        GoAwayFrame(0, error_code=0),
+    )
+    assert [(e.kind, e.stream_id) for e in events] == [
+        (c.REQUEST, 1),
+        (c.BODY, 1),
+        (c.ENDED, 1),
+        (c.REQUEST, 3),
+        (c.IDLE_FRAME, 3),
+        (c.REFUSED, 5),
+        (c.WINDOW, 3),
+        (c.RESET, 3),
+        (c.PINGED, 0),
+        (c.GONE, 0),
+    ]
+
+
+def test_our_settings_and_the_connection_window_reach_the_client() -> None:
+    pair = Pair(max_streams=7, max_header_list=5000)
+    settings = pair.client.remote_settings
+    assert settings.max_concurrent_streams == 7
+    assert settings.max_header_list_size == 5000
+    assert settings.enable_push == 0
+    assert settings.initial_window_size == 65535
+    assert pair.client.outbound_flow_control_window == 1 << 20
+
+
+def test_the_connection_window_reopens_once_half_of_it_is_taken() -> None:
+    pair = Pair()  # a connection window of 1 MiB
+    pair.client.send_headers(1, [(b":method", b"POST"), *GET[1:]])
+    pair.to_server()
+    pair.server.acknowledge_received_data(524287, 1)
+    updates = [f for f in pair.sent_frames() if isinstance(f, WindowUpdateFrame) and f.stream_id == 0]
+    assert updates == []
+    pair.server.acknowledge_received_data(1, 1)
+    (update,) = [f for f in pair.sent_frames() if isinstance(f, WindowUpdateFrame) and f.stream_id == 0]
+    assert update.window_increment == 524288
+
+
+def test_data_up_to_the_connection_window_is_taken_and_one_byte_more_is_not() -> None:
+    server = ServerCodec(max_streams=10, max_header_list=16384)  # the default window: 65,535
+    server.initiate_connection()
+    encoder = hpack.Encoder()
+    head = encoder.encode([(b":method", b"POST"), *GET[1:]])
+    frames = [SettingsFrame(0), HeadersFrame(1, data=head, flags=["END_HEADERS"])]
+    frames += [HeadersFrame(3, data=head, flags=["END_HEADERS"])]
+    frames += [DataFrame(1, data=b"x" * 16384) for _ in range(3)]
+    frames += [DataFrame(3, data=b"x" * (65535 - 3 * 16384))]
+    events = server.receive_data(c.PREFACE + b"".join(f.serialize() for f in frames))
+    assert kinds(events)[-1] == c.BODY
+    with pytest.raises(H2ProtocolError) as caught:
+        server.receive_data(DataFrame(3, data=b"y").serialize())
+    assert caught.value.code == c.FLOW_CONTROL_ERROR
+
+
+def test_sent_data_spends_the_stream_and_connection_windows() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.client.send_headers(3, GET, end_stream=True)
+    pair.to_server()
+    pair.server.send_headers(1, [(b":status", b"200")], False)
+    for _ in range(3):
+        pair.server.send_data(1, b"x" * 16384, False)
+    pair.server.send_data(1, b"x" * 10000, False)
+    assert pair.server.local_flow_control_window(1) == 65535 - 59152
+    assert pair.server.local_flow_control_window(3) == 65535 - 59152  # the connection's is spent too
+    pair.client.increment_flow_control_window(1000)  # the connection's only
+    pair.to_server()
+    assert pair.server.local_flow_control_window(3) == 65535 - 59152 + 1000
+    assert pair.server.local_flow_control_window(1) == 65535 - 59152
+    assert pair.server.local_flow_control_window(99) == 0
+
+
+@pytest.mark.parametrize(("size", "ok"), [(16384, True), (16777215, True), (16777216, False), (16383, False)])
+def test_max_frame_size_is_taken_within_its_range(size: int, ok: bool) -> None:
+    pair = Pair()
+    frame_ = SettingsFrame(0)
+    frame_.settings = {c.MAX_FRAME_SIZE: size}
+    if ok:
+        pair.raw(frame_)
+        assert pair.server.max_outbound_frame_size == size
+    else:
+        with pytest.raises(H2ProtocolError) as caught:
+            pair.raw(frame_)
+        assert caught.value.code == c.PROTOCOL_ERROR
+
+
+def test_a_larger_frame_size_lets_a_header_block_go_in_one_frame() -> None:
+    pair = Pair()
+    pair.client.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: 65536})
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.to_server()
+    pair.to_client()
+    pair.server.send_headers(1, [(b":status", b"200"), (b"x-big", b"v" * 40000)], True)
+    frames = pair.sent_frames()
+    assert len(frames) == 1 and "END_HEADERS" in frames[0].flags and "END_STREAM" in frames[0].flags
+
+
+def test_a_frame_of_exactly_the_frame_size_and_one_of_only_a_header_are_read() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, [(b":method", b"POST"), *GET[1:]])
+    pair.to_server()
+    events = pair.raw(DataFrame(1, data=b"x" * 16384))
+    assert kinds(events) == [c.BODY] and len(events[0].data) == 16384
+    assert kinds(pair.raw(frame(c.DATA, c.END_STREAM, 1, b""))) == [c.ENDED]  # 9 bytes, nothing after
+
+
+def test_a_content_length_of_zero_takes_no_body() -> None:
+    pair = Pair()
+    head = [(b":method", b"POST"), *GET[1:], (b"content-length", b"0")]
+    events = pair.raw(
+        HeadersFrame(1, data=pair.encoder.encode(head), flags=["END_HEADERS"]),
+        DataFrame(1, data=b"a", flags=["END_STREAM"]),
+    )
+    assert kinds(events) == [c.REQUEST, c.REFUSED]
+
+
+def test_stream_level_window_errors_reset_the_stream_only() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.client.send_headers(3, GET, end_stream=True)
+    pair.to_server()
+    events = pair.raw(frame(c.WINDOW_UPDATE, 0, 1, (0).to_bytes(4, "big")))
+    events += pair.raw(WindowUpdateFrame(3, window_increment=(1 << 31) - 1))
+    assert [(e.kind, e.stream_id) for e in events] == [(c.REFUSED, 1), (c.REFUSED, 3)]
+    codes = [f.error_code for f in pair.sent_frames() if isinstance(f, RstStreamFrame)]
+    assert codes == [c.PROTOCOL_ERROR, c.FLOW_CONTROL_ERROR]
+    assert pair.raw(WindowUpdateFrame(1, window_increment=5)) == []  # closed meanwhile: ignored
+
+
+def test_a_priority_on_itself_resets_the_stream_and_keeps_the_table() -> None:
+    pair = Pair()
+    block = pair.encoder.encode([*GET, (b"x-new", b"1")])
+    events = pair.raw(
+        HeadersFrame(1, data=block, flags=["END_HEADERS", "PRIORITY"], depends_on=1, stream_weight=16)
+    )
+    assert [(e.kind, e.stream_id) for e in events] == [(c.REFUSED, 1)]
+    follow = pair.encoder.encode([*GET, (b"x-new", b"1")])  # refers to the entry the first block added
+    events = pair.raw(HeadersFrame(3, data=follow, flags=["END_HEADERS", "END_STREAM"]))
+    assert kinds(events) == [c.REQUEST, c.ENDED] and events[0].headers == [*GET, (b"x-new", b"1")]
+
+
+MORE_CONNECTION_ERRORS: dict[str, tuple[bytes, int]] = {
+    "priority on stream 0": (frame(c.PRIORITY, 0, 0, b"\x00" * 5), c.PROTOCOL_ERROR),
+    "goaway on a stream": (frame(c.GOAWAY, 0, 1, b"\x00" * 8), c.PROTOCOL_ERROR),
+    "headers on stream 0": (frame(c.HEADERS, c.END_HEADERS, 0, b"\x82"), c.PROTOCOL_ERROR),
+    "padded without a pad length": (frame(c.DATA, c.PADDED, 1, b""), c.FRAME_SIZE_ERROR),
+    "padding longer than the frame": (
+        frame(c.HEADERS, c.PADDED | c.END_HEADERS, 1, b"\x05ab"),
+        c.PROTOCOL_ERROR,
+    ),
+    "priority too short": (
+        frame(c.HEADERS, c.PRIORITY_FLAG | c.END_HEADERS, 1, b"\x00\x00"),
+        c.FRAME_SIZE_ERROR,
+    ),
+    "settings on a stream": (frame(c.SETTINGS, 0, 1, b""), c.PROTOCOL_ERROR),
+    "settings ack with a payload": (frame(c.SETTINGS, c.ACK, 0, b"\x00" * 6), c.FRAME_SIZE_ERROR),
+    "settings of 5 bytes": (frame(c.SETTINGS, 0, 0, b"\x00" * 5), c.FRAME_SIZE_ERROR),
+    "ping on a stream": (frame(c.PING, 0, 1, b"\x00" * 8), c.PROTOCOL_ERROR),
+    "ping of 7 bytes": (frame(c.PING, 0, 0, b"\x00" * 7), c.FRAME_SIZE_ERROR),
+    "window update of 3 bytes": (frame(c.WINDOW_UPDATE, 0, 0, b"\x00" * 3), c.FRAME_SIZE_ERROR),
+    "window update on an idle stream": (frame(c.WINDOW_UPDATE, 0, 9, b"\x00\x00\x00\x01"), c.PROTOCOL_ERROR),
+    "rst on stream 0": (frame(c.RST_STREAM, 0, 0, b"\x00" * 4), c.PROTOCOL_ERROR),
+    "rst of 3 bytes": (frame(c.RST_STREAM, 0, 1, b"\x00" * 3), c.FRAME_SIZE_ERROR),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_CONNECTION_ERRORS))
+def test_more_connection_errors_carry_their_code_in_goaway(name: str) -> None:
+    data, code = MORE_CONNECTION_ERRORS[name]
+    pair = Pair()
+    pair.client.send_headers(1, GET)  # stream 1 is open, so frames on it are not "idle" errors
+    pair.to_server()
+    with pytest.raises(H2ProtocolError) as caught:
+        pair.raw(data)
+    assert caught.value.code == code
+    goaway = pair.sent_frames()[-1]
+    assert isinstance(goaway, GoAwayFrame) and goaway.error_code == code and goaway.last_stream_id == 1
+
+
+def test_a_settings_acknowledgement_first_is_refused() -> None:
+    server = ServerCodec(max_streams=10, max_header_list=1000)
+    with pytest.raises(H2ProtocolError):
+        server.receive_data(c.PREFACE + frame(c.SETTINGS, c.ACK, 0, b""))
