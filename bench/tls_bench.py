@@ -28,11 +28,16 @@ from bench.nginx_conf import nginx_conf
 from bench.proxy_bench import NEAR_FREE_REPLICA, WRK_SCRIPT, cpu_seconds, free_port, process_tree, to_ms
 
 ROOT = Path(__file__).resolve().parent.parent
+# Idle upstream connections each side may keep: h2load keeps 320 requests in flight, all with one key
+# (one replica), so both keep enough for all of them (nginx's cap is per worker over all replicas, the
+# LB's per replica: the same 384 each for the one replica used).
+IDLE_PER_REPLICA = 384
+REPLICAS = 3
 NGINX_TLS = """
   upstream replicas {{
     hash $arg_id consistent;
 {servers}
-    keepalive 64;
+    keepalive {keepalive};
   }}
   server {{
     listen 127.0.0.1:{port} ssl http2;
@@ -120,7 +125,8 @@ def start_lb(port: int, tls_port: int, cert: Path, key: Path, tmp: Path) -> subp
         LB_TLS_PORT=str(tls_port),
         LB_TLS_CERT=str(cert),
         LB_TLS_KEY=str(key),
-        LB_REPLICAS="3",
+        LB_REPLICAS=str(REPLICAS),
+        LB_MAX_IDLE_CONNECTIONS=str(IDLE_PER_REPLICA),
         LB_LOG_LEVEL="warning",
         LB_DB_PATH=str(tmp / "votes.sqlite3"),
         LB_REPLICA_COMMAND=json.dumps(NEAR_FREE_REPLICA),
@@ -156,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         work = tmp / "nginx"
         work.mkdir()
         servers = "\n".join(f"    server {a};" for a in addresses)
-        http = NGINX_TLS.format(servers=servers, port=nginx_tls, cert=cert, key=key)
+        http = NGINX_TLS.format(
+            servers=servers, port=nginx_tls, cert=cert, key=key, keepalive=IDLE_PER_REPLICA * REPLICAS
+        )
         (work / "nginx.conf").write_text(nginx_conf(work, http, workers=1))
         nginx = subprocess.Popen(
             [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(work / "nginx.conf"), "-p", str(work)]
