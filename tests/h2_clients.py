@@ -29,10 +29,16 @@ def tls_socket(port: int, server_name: str = "localhost", alpn: tuple[str, ...] 
 class H2Client:
     """A blocking HTTP/2 client on one connection (enough to open, read and reset streams by hand)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, checked: bool = True) -> None:
+        """`checked=False`: h2 sends headers as given, malformed ones too (it checks and tidies by default)."""
         self.sock = tls_socket(port)
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=checked,
+                normalize_outbound_headers=checked,
+            )
         )
         self.conn.initiate_connection()
         self.port = port

@@ -128,6 +128,56 @@ def test_every_protocol_reaches_the_same_replica_and_says_https(lb: RunningLB) -
         assert 'chlb_client_requests_total{protocol="h2"}' in metrics
 
 
+def answer(client: H2Client, sid: int) -> tuple[int | None, bytes, int | None]:
+    """The status and body of stream `sid`, or the error code of its reset."""
+    status: int | None = None
+    body = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for event in client.pump():
+            if getattr(event, "stream_id", None) != sid:
+                continue
+            if isinstance(event, h2.events.ResponseReceived):
+                status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+            elif isinstance(event, h2.events.StreamEnded):
+                return status, body, None
+            elif isinstance(event, h2.events.StreamReset):
+                return status, body, int(event.error_code)
+    raise AssertionError(f"stream {sid} got no answer")
+
+
+def test_http2_requests_the_lb_refuses_leave_the_connection_serving(lb: RunningLB) -> None:
+    client = H2Client(tls_port(lb), checked=False)
+    base = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost")]
+    try:
+        # A header list above LB_MAX_HEADER_BYTES (16 KiB): 431 with the contract's error body.
+        sid = client.conn.get_next_available_stream_id()
+        big = [*base, (b":path", b"/echo/x?id=big"), (b"x-big", b"v" * 20_000)]  # under 2x: not a flood
+        client.conn.send_headers(sid, big, end_stream=True)
+        client.flush()
+        status, body, _ = answer(client, sid)
+        assert status == 431 and json.loads(body)["status"] == "failure"
+        # A malformed request (a connection-specific field): its stream is reset, nothing more.
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(
+            sid, [*base, (b":path", b"/echo/x?id=m"), (b"connection", b"close")], end_stream=True
+        )
+        client.flush()
+        assert answer(client, sid)[2] == 1  # PROTOCOL_ERROR
+        # Cookies the client split arrive as one field at the replica; the connection still serves.
+        sid = client.conn.get_next_available_stream_id()
+        cookies = [(b"cookie", b"a=1"), (b"cookie", b"b=2")]
+        client.conn.send_headers(sid, [*base, (b":path", b"/echo/x?id=c"), *cookies], end_stream=True)
+        client.flush()
+        status, body, _ = answer(client, sid)
+        assert status == 200
+        assert [v for k, v in json.loads(body)["headers"] if k == "cookie"] == ["a=1; b=2"]
+    finally:
+        client.close()
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
