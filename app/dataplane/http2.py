@@ -626,10 +626,12 @@ class H2Connection:
         self._close_now(drop=True)
 
     def _close_now(self, *, drop: bool = False) -> None:
-        """Close; `drop`: at once, for a client that breaks the protocol or floods (its GOAWAY is written).
+        """Close; `drop`: for a client that breaks the protocol or floods, reading nothing more from it.
 
         A TLS close waits for the client's close_notify and reads (and discards) what it sends meanwhile:
-        a flood must not go on being read.
+        a flood must not go on being read. The abort waits one turn of the loop, so that the GOAWAY just
+        written leaves first (the event loop sends queued writes at the end of its turn; an abort now
+        would drop it).
         """
         self._closing = True
         streams = list(self.streams.values())
@@ -638,9 +640,14 @@ class H2Connection:
             self._lose(stream, "client_closed")
         if not self._lost:
             if drop:
-                self.transport.abort()
+                self.transport.pause_reading()
+                self.loop.call_soon(self._abort)
             else:
                 self.transport.close()
+
+    def _abort(self) -> None:
+        if not self._lost:
+            self.transport.abort()
 
     def _arm_idle(self) -> None:
         if self._idle_timer is None and not self._lost and not self._closing:
