@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import h2.config
 import h2.connection
 import h2.events
@@ -581,3 +583,35 @@ def test_a_settings_acknowledgement_first_is_refused() -> None:
     server = ServerCodec(max_streams=10, max_header_list=1000)
     with pytest.raises(H2ProtocolError):
         server.receive_data(c.PREFACE + frame(c.SETTINGS, c.ACK, 0, b""))
+
+
+def test_random_frames_give_events_or_a_protocol_error_never_a_crash() -> None:
+    """Fuzz (seeded, bounded): valid connections with bytes flipped, cut or inserted, and random frames."""
+    rng = random.Random(2023)
+    valid = Pair()
+    valid.client.send_headers(1, [(b":method", b"POST"), *GET[1:], (b"content-length", b"5")])
+    valid.client.send_data(1, b"hello", end_stream=True)
+    valid.client.send_headers(3, GET, end_stream=True)
+    valid.client.ping(b"12345678")
+    valid.client.reset_stream(3)
+    script = c.PREFACE + SettingsFrame(0).serialize() + valid.client.data_to_send()
+    for _ in range(3000):
+        data = bytearray(script)
+        for _ in range(rng.randint(1, 4)):
+            where = rng.randrange(len(c.PREFACE), len(data))
+            how = rng.random()
+            if how < 0.5:
+                data[where] = rng.randrange(256)
+            elif how < 0.75:
+                del data[where : where + rng.randint(1, 20)]
+            else:
+                kind, flags, sid = rng.randrange(12), rng.randrange(256), rng.choice([0, 1, 2, 3, 5, 99])
+                data[where:where] = frame(kind, flags, sid, rng.randbytes(rng.randint(0, 40)))
+        server = ServerCodec(max_streams=10, max_header_list=4096)
+        server.initiate_connection()
+        try:
+            for start in range(0, len(data), 37):  # in pieces, as reads come
+                server.receive_data(bytes(data[start : start + 37]))
+                server.data_to_send()
+        except H2ProtocolError:
+            assert server.closed  # its GOAWAY is queued

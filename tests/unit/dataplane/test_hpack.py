@@ -124,3 +124,15 @@ def test_the_field_cache_keeps_short_values_only_and_stays_bounded() -> None:
     assert library.decode(encoder.encode(fields), raw=True) == fields
     assert long_field not in ours._ENCODED
     assert 0 < len(ours._ENCODED) <= 1024
+
+
+def test_random_blocks_decode_or_raise_hpack_error_never_a_crash() -> None:
+    rng = random.Random(5)
+    decoded = 0
+    for _ in range(20_000):
+        try:
+            Decoder().decode(rng.randbytes(rng.randint(0, 30)), 4096)
+            decoded += 1
+        except HpackError:
+            pass
+    assert 0 < decoded < 20_000  # both outcomes were exercised
