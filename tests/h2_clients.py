@@ -181,6 +181,19 @@ def continuation_flood(port: int, *, max_frames: int = 100_000, max_seconds: flo
         client.close()
 
 
+def outcome(client: H2Client, started: float, sent: int, max_seconds: float) -> AttackResult:
+    """After a flood: read until the LB's GOAWAY or close (or a quiet second, or the time bound)."""
+    while not client.closed and client.goaway is None and time.monotonic() - started < max_seconds + 5:
+        try:
+            if not client.pump(timeout=1.0) and not client.closed:
+                break
+        except h2.exceptions.ProtocolError:
+            break
+    return AttackResult(
+        client.closed or client.goaway is not None, client.goaway, sent, time.monotonic() - started
+    )
+
+
 def ping_flood(port: int, *, max_pings: int = 5_000, max_seconds: float = 10.0) -> AttackResult:
     """PING after PING, never reading the acknowledgements."""
     client = H2Client(port)
@@ -194,15 +207,7 @@ def ping_flood(port: int, *, max_pings: int = 5_000, max_seconds: float = 10.0) 
             except (OSError, h2.exceptions.ProtocolError):
                 break
             sent += 1
-        while not client.closed and client.goaway is None and time.monotonic() - started < max_seconds + 5:
-            try:
-                if not client.pump(timeout=1.0) and not client.closed:
-                    break
-            except h2.exceptions.ProtocolError:
-                break
-        return AttackResult(
-            client.closed or client.goaway is not None, client.goaway, sent, time.monotonic() - started
-        )
+        return outcome(client, started, sent, max_seconds)
     finally:
         client.close()
 
@@ -221,14 +226,6 @@ def priority_flood(port: int, *, max_frames: int = 20_000, max_seconds: float = 
             except OSError:
                 break  # the LB closed the connection
             sent += batch
-        while not client.closed and client.goaway is None and time.monotonic() - started < max_seconds + 5:
-            try:
-                if not client.pump(timeout=1.0) and not client.closed:
-                    break
-            except h2.exceptions.ProtocolError:
-                break
-        return AttackResult(
-            client.closed or client.goaway is not None, client.goaway, sent, time.monotonic() - started
-        )
+        return outcome(client, started, sent, max_seconds)
     finally:
         client.close()
