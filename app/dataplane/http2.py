@@ -236,7 +236,7 @@ class H2Connection:
         self.sockname: tuple[str, int] | None = None
         self.ip = b""
         self.streams: dict[int, H2Stream] = {}
-        self._h2 = ServerCodec(
+        self._codec = ServerCodec(
             max_streams=max_streams,
             max_header_list=self.limits.max_header_bytes,
             connection_window=(max_streams + 1) * STREAM_WINDOW,
@@ -272,7 +272,7 @@ class H2Connection:
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self.sockname = (str(sock[0]), int(sock[1]))
-        self._h2.initiate_connection()
+        self._codec.initiate_connection()
         self._send()
         self._arm_idle()
 
@@ -295,7 +295,7 @@ class H2Connection:
         if self._closing:
             return
         try:
-            events = self._h2.receive_data(data)
+            events = self._codec.receive_data(data)
         except H2ProtocolError as exc:
             if exc.code == ENHANCE_YOUR_CALM:
                 logger.warning("client %s floods: %s; closing", self.peer, exc)
@@ -358,8 +358,8 @@ class H2Connection:
         """uvicorn's graceful shutdown (or the client's GOAWAY): no new streams; close once idle."""
         if self._closing or self._lost:
             return
-        if not self._h2.closed:
-            self._h2.close_connection(NO_ERROR)
+        if not self._codec.closed:
+            self._codec.close_connection(NO_ERROR)
             self._send()
         if not self.streams:
             self._close_now()
@@ -378,7 +378,7 @@ class H2Connection:
     def acknowledge(self, stream: H2Stream, size: int) -> None:
         """The exchange took `size` more bytes of the request body: open the client's window."""
         if not stream.closed and not self._lost:
-            self._h2.acknowledge_received_data(size, stream.stream_id)
+            self._codec.acknowledge_received_data(size, stream.stream_id)
             self._send()
 
     def reset(self, stream: H2Stream, code: int) -> None:
@@ -387,7 +387,7 @@ class H2Connection:
             return
         stream.closed = True
         self._forget(stream)
-        self._h2.reset_stream(stream.stream_id, code)
+        self._codec.reset_stream(stream.stream_id, code)
         self._send()
 
     def log_access(self, stream: H2Stream, outcome: str | None) -> None:
@@ -492,7 +492,7 @@ class H2Connection:
                 stream.unacked += size  # acknowledged when the exchange reads again
                 return
         if size:  # read, or not wanted (answered already): the client's window opens again
-            self._h2.acknowledge_received_data(size, event.stream_id)
+            self._codec.acknowledge_received_data(size, event.stream_id)
 
     def _on_request_end(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
@@ -537,7 +537,7 @@ class H2Connection:
         """Send what the streams wrote since the last turn: HEADERS, DATA within the windows, END_STREAM."""
         self._flush_soon = False
         dirty, self._dirty = self._dirty, []
-        conn = self._h2
+        codec = self._codec
         for stream in dirty:
             if stream.closed:
                 continue
@@ -545,10 +545,10 @@ class H2Connection:
             if headers is not None:
                 stream.headers_out = None
                 if stream.ended and not stream.pending:
-                    conn.send_headers(stream.stream_id, headers, True)
+                    codec.send_headers(stream.stream_id, headers, True)
                     self._done(stream)
                     continue
-                conn.send_headers(stream.stream_id, headers, False)
+                codec.send_headers(stream.stream_id, headers, False)
             self._pump(stream)
         self._send()
 
@@ -556,10 +556,10 @@ class H2Connection:
         """Send the stream's queued DATA as far as the windows and the socket allow."""
         if stream.closed or stream.headers_out is not None:
             return
-        conn, pending, sid = self._h2, stream.pending, stream.stream_id
+        codec, pending, sid = self._codec, stream.pending, stream.stream_id
         if pending and not self._write_paused:
-            frame = conn.max_outbound_frame_size
-            window = conn.local_flow_control_window(sid)
+            frame = codec.max_outbound_frame_size
+            window = codec.local_flow_control_window(sid)
             while pending and window > 0:
                 chunk = pending[0]
                 size = min(window, frame)
@@ -570,7 +570,7 @@ class H2Connection:
                     pending.popleft()
                 stream.pending_size -= len(chunk)
                 window -= len(chunk)
-                conn.send_data(sid, chunk, stream.ended and not pending)
+                codec.send_data(sid, chunk, stream.ended and not pending)
             if not pending and stream.ended:
                 self._done(stream)
                 return
@@ -582,7 +582,7 @@ class H2Connection:
             if stream.writing_paused and stream.pending_size <= LOW_WATER:
                 stream.set_writable(True)
             if stream.ended and not stream.end_sent:
-                conn.end_stream(sid)
+                codec.end_stream(sid)
                 self._done(stream)
 
     def _done(self, stream: H2Stream) -> None:
@@ -590,13 +590,13 @@ class H2Connection:
         stream.end_sent = stream.closed = True
         self._forget(stream)
         if not stream.request_done:
-            self._h2.reset_stream(stream.stream_id, NO_ERROR)
+            self._codec.reset_stream(stream.stream_id, NO_ERROR)
 
     def _forget(self, stream: H2Stream) -> None:
         self.streams.pop(stream.stream_id, None)
         if stream.unacked and not self._lost:  # held for a paused exchange: the connection window returns
             unacked, stream.unacked = stream.unacked, 0
-            self._h2.acknowledge_received_data(unacked, stream.stream_id)
+            self._codec.acknowledge_received_data(unacked, stream.stream_id)
         self._blocked.discard(stream)
         stream.wake()
         if not self.streams:
@@ -615,13 +615,13 @@ class H2Connection:
         stream.wake()
 
     def _send(self) -> None:
-        data = self._h2.data_to_send()
+        data = self._codec.data_to_send()
         if data and not self._lost:
             self.transport.write(data)
 
     def _calm_down(self) -> None:
         """A flood: GOAWAY ENHANCE_YOUR_CALM, then the connection ends (its streams with it)."""
-        self._h2.close_connection(ENHANCE_YOUR_CALM)
+        self._codec.close_connection(ENHANCE_YOUR_CALM)
         self._send()
         self._close_now(drop=True)
 
