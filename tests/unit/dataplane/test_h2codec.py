@@ -25,6 +25,7 @@ from hyperframe.frame import (
 
 from app.dataplane import h2codec as c
 from app.dataplane.h2codec import H2Event, H2ProtocolError, ServerCodec
+from app.dataplane.hpack import encode_int
 
 GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/home"), (b":authority", b"lb")]
 
@@ -608,3 +609,82 @@ def test_random_frames_give_events_or_a_protocol_error_never_a_crash() -> None:
                 server.data_to_send()
         except H2ProtocolError:
             assert server.closed  # its GOAWAY is queued
+
+
+def test_data_after_the_clients_end_resets_the_stream_stream_closed() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.to_server()
+    events = pair.raw(DataFrame(1, data=b"late"))
+    assert [(e.kind, e.stream_id) for e in events] == [(c.REFUSED, 1)]
+    (reset,) = [f for f in pair.sent_frames() if isinstance(f, RstStreamFrame)]
+    assert reset.error_code == c.STREAM_CLOSED
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # HEADERS ending the stream while announcing a body
+        ([(b":method", b"POST"), *GET[1:], (b"content-length", b"5")], None),
+        # trailers that do not end the stream
+        ([(b":method", b"POST"), *GET[1:]], [(b"x-t", b"1")]),
+    ],
+)
+def test_header_blocks_that_cannot_end_as_they_do_reset_the_stream(
+    first: list[tuple[bytes, bytes]], second: list[tuple[bytes, bytes]] | None
+) -> None:
+    pair = Pair()
+    if second is None:
+        frames = [HeadersFrame(1, data=pair.encoder.encode(first), flags=["END_HEADERS", "END_STREAM"])]
+    else:
+        frames = [
+            HeadersFrame(1, data=pair.encoder.encode(first), flags=["END_HEADERS"]),
+            HeadersFrame(1, data=pair.encoder.encode(second), flags=["END_HEADERS"]),
+        ]
+    events = pair.raw(*frames)
+    assert [(e.kind, e.stream_id) for e in events][-1] == (c.REFUSED, 1)
+    assert c.REQUEST not in kinds(events[1:])
+
+
+def test_windows_may_reach_exactly_the_largest_size() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.to_server()
+    events = pair.raw(
+        WindowUpdateFrame(0, window_increment=c.MAX_WINDOW - 65535),
+        WindowUpdateFrame(1, window_increment=c.MAX_WINDOW - 65535),
+    )
+    assert kinds(events) == [c.WINDOW, c.WINDOW]
+    assert pair.server.local_flow_control_window(1) == c.MAX_WINDOW
+    settings = SettingsFrame(0)
+    settings.settings = {c.INITIAL_WINDOW_SIZE: c.MAX_WINDOW}
+    with pytest.raises(H2ProtocolError):  # stream 1's window would pass the largest size
+        pair.raw(settings)
+
+
+def block_of(size: int) -> bytes:
+    """A valid header block of exactly `size` bytes: one literal field with a long value."""
+    for length in range(size, 0, -1):
+        block = bytes([0x00, 3]) + b"x-a" + encode_int(length, 7, 0) + b"v" * length
+        if len(block) == size:
+            return block
+    raise AssertionError(size)
+
+
+@pytest.mark.parametrize(("size", "flood"), [(20_000, False), (20_001, True)])
+def test_a_header_block_of_twice_the_list_limit_is_taken_and_one_byte_more_is_a_flood(
+    size: int, flood: bool
+) -> None:
+    pair = Pair(max_header_list=10_000)
+    head = pair.encoder.encode(GET)
+    block = head + block_of(size - len(head))
+    assert len(block) == size
+    frames: list[Frame] = [HeadersFrame(1, data=block[:10_000], flags=["END_STREAM"])]
+    frames += [ContinuationFrame(1, data=block[10_000:], flags=["END_HEADERS"])]
+    if flood:
+        with pytest.raises(H2ProtocolError) as caught:
+            pair.raw(*frames)
+        assert caught.value.code == c.ENHANCE_YOUR_CALM
+    else:
+        events = pair.raw(*frames)
+        assert kinds(events) == [c.REQUEST, c.ENDED] and events[0].headers is None  # oversized: a 431

@@ -136,3 +136,40 @@ def test_random_blocks_decode_or_raise_hpack_error_never_a_crash() -> None:
         except HpackError:
             pass
     assert 0 < decoded < 20_000  # both outcomes were exercised
+
+
+def test_the_list_size_counts_32_per_field_and_its_bound_is_inclusive() -> None:
+    block = hpack.Encoder().encode([(b"x-a", b"12345")])  # 3 + 5 + 32 = 40
+    assert Decoder().decode(block, 40) == ([(b"x-a", b"12345")], False)
+    assert Decoder().decode(block, 39) == ([], True)
+
+
+def test_literals_without_indexing_and_never_indexed_stay_out_of_the_table() -> None:
+    decoder = Decoder()
+    block = bytes([0x00, 3]) + b"x-a" + bytes([1]) + b"1"  # without indexing, a new name
+    block += bytes([0x10, 3]) + b"x-b" + bytes([1]) + b"2"  # never indexed
+    block += (
+        bytes([0x0F, 0x10, 4]) + b"text"
+    )  # without indexing, name 31 (content-type) from the static table
+    fields, _ = decoder.decode(block, BIG)
+    assert fields == [(b"x-a", b"1"), (b"x-b", b"2"), (b"content-type", b"text")]
+    assert decoder.table == [] and decoder.size == 0
+
+
+def test_the_table_counts_its_entries_and_takes_one_of_exactly_its_size() -> None:
+    decoder = Decoder(max_table_size=100)
+    decoder.decode(bytes([0x40, 1]) + b"a" + bytes([1]) + b"b", BIG)  # 1 + 1 + 32 = 34
+    decoder.decode(bytes([0x40, 1]) + b"c" + bytes([1]) + b"d", BIG)
+    assert decoder.size == 68 and decoder.table == [(b"a", b"b"), (b"c", b"d")]
+    exact = bytes([0x40, 1]) + b"e" + bytes([65]) + b"f" * 65  # 1 + 65 + 32 = 98: evicts both, fits
+    decoder.decode(exact, BIG)
+    assert decoder.table == [(b"e", b"f" * 65)] and decoder.size == 98
+    decoder.decode(bytes([0x3F, 0x45]), BIG)  # a size update to exactly the limit (31 + 69 = 100)
+    assert decoder.max_size == 100
+
+
+def test_a_fresh_encoder_sends_no_size_update_and_its_cache_holds_encodings() -> None:
+    assert Encoder().encode([(b":status", b"200")]) == bytes([0x88])
+    edge = (b"x-edge", b"e" * 64)  # the longest value kept
+    Encoder().encode([edge])
+    assert ours._ENCODED[edge] == ours.encode_field(*edge)
