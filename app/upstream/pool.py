@@ -131,7 +131,7 @@ class UpstreamPool:
         *,
         connect_timeout: float = 0.5,
         read_timeout: float = 10.0,
-        max_idle: int = 64,
+        max_idle: int = 256,  # as LB_MAX_IDLE_CONNECTIONS
     ) -> None:
         self._host = host
         self._port = port
